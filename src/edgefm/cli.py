@@ -1,0 +1,209 @@
+"""The ``edgefm`` command line (typer + rich). The only module, with ``report/``, that talks to a person.
+
+Every user error (bad config value, missing file, unknown name) is one line on stderr and exit
+code 2, with no traceback and nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: weights ship in packages
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from edgefm import EdgefmError, __version__  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Foundation models at the network edge.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"edgefm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log rejected and dropped updates."),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+class RichProgress:
+    """Renders engine events as progress bars: rounds, and clients within the round."""
+
+    def __init__(self, progress: Progress):
+        self.p = progress
+        self.rounds_task: Any = None
+        self.clients_task: Any = None
+
+    def on_run_start(self, rounds: int, start_round: int) -> None:
+        self.rounds_task = self.p.add_task("rounds", total=rounds, completed=start_round - 1)
+        self.clients_task = self.p.add_task("clients", total=1, visible=False)
+
+    def on_round_start(self, rnd: int, clients: list[int]) -> None:
+        self.p.reset(self.clients_task, total=len(clients), visible=True, description=f"round {rnd} clients")
+
+    def on_client_end(self, rnd: int, client_id: int, row: dict) -> None:
+        self.p.advance(self.clients_task)
+
+    def on_round_end(self, summary: dict) -> None:
+        self.p.advance(self.rounds_task)
+        acc = summary.get("accuracy")
+        tail = f"acc {acc:.4f}" if acc is not None else "no eval"
+        self.p.console.print(
+            f"round {summary['round']:>3}: {tail}  up {summary['bytes_up'] / 1e6:.2f} MB  "
+            f"sim {summary['sim_round_s']:.1f} s  wall {summary['wall_s']:.1f} s",
+            highlight=False,
+        )
+
+
+def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: Path | None, name: str) -> Path:
+    from edgefm import config
+    from edgefm.fl.scenario import build
+
+    if resume is not None:
+        cfg_file = resume / "config.yaml"
+        if not cfg_file.is_file():
+            fail(f"--resume {str(resume)!r}: no config.yaml in it; expected a run folder written by edgefm train")
+        if overrides:
+            fail("--set cannot be combined with --resume: a resumed run keeps its saved config")
+        cfg = config.load(cfg_file)
+        run_dir = resume
+    else:
+        cfg = config.load(cfg_path, overrides)
+        stem = cfg_path.stem if cfg_path else name
+        run_dir = out or Path("runs") / f"{stem}-{cfg.algorithm.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (run_dir / "checkpoint.pt").exists():
+            fail(f"--out {str(run_dir)!r} already holds a run; expected a new folder (or use --resume {run_dir})")
+    with console.status("loading data and model"):
+        scenario = build(cfg)  # every check that can fail happens before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        (run_dir / "config.yaml").write_text(config.dump(cfg))
+        for stale in ("metrics.jsonl", "clients.jsonl"):
+            (run_dir / stale).unlink(missing_ok=True)
+    from edgefm.fl.simulation import Engine
+    from edgefm.report.html import build_summary, read_run, write_report
+
+    counts = scenario.workbench.parameter_counts()
+    console.print(
+        f"[bold]{cfg.algorithm.name}[/] on {scenario.bundle.name} with {cfg.model.name} "
+        f"({counts['trainable']:,} of {counts['total']:,} parameters trainable), {len(scenario.clients)} client(s), "
+        f"{cfg.rounds} rounds, seed {cfg.seed} -> {run_dir}",
+        highlight=False,
+    )
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        Engine(scenario, RichProgress(progress)).run(run_dir, resume=resume is not None)
+    run = read_run(run_dir)
+    extra = {
+        "parameters_total": counts["total"],
+        "parameters_trainable": counts["trainable"],
+        "trainable_percent": 100.0 * counts["trainable"] / counts["total"],
+        "devices": [d.to_dict() for d in scenario.devices],
+    }
+    summary = build_summary(run, extra)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    run["summary"] = summary
+    write_report([run_dir], run_dir / "report.html")
+    _print_summary(summary, run_dir)
+    return run_dir
+
+
+def _print_summary(s: dict, run_dir: Path) -> None:
+    table = Table(title=f"{s['name']}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("final global accuracy", s["final_accuracy"]),
+        ("mean client accuracy", s["client_acc_mean"]),
+        ("worst client accuracy", s["client_acc_min"]),
+        ("trainable parameters (%)", s.get("trainable_percent")),
+        ("upload MB per client per round", s["upload_mb_per_client_round"]),
+        ("total MB up / down", f"{s['bytes_up'] / 1e6:.2f} / {s['bytes_down'] / 1e6:.2f}"),
+        ("device GFLOPs per round", s["flops_per_round"] / 1e9),
+        ("simulated seconds per round", s["sim_seconds_per_round"]),
+        ("energy (J)", s["joules"]),
+        ("wall seconds", s["wall_seconds"]),
+    ]
+    for label, value in rows:
+        table.add_row(label, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    console.print(f"report: {run_dir / 'report.html'}", highlight=False)
+
+
+SET_HELP = "Override a config value: --set key=value (dotted keys, repeatable), e.g. --set rounds=3."
+
+
+@app.command()
+def demo(
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/demo-...)."),
+) -> None:
+    """Federated LoRA fine-tuning of MiniLM on SST-2 over 10 heterogeneous devices (configs/demo.yaml)."""
+    try:
+        _run(None, list(set_), out, None, "demo")
+    except EdgefmError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def train(
+    config_file: Path | None = typer.Argument(None, metavar="CONFIG", help="YAML config (defaults if omitted)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/<config>-<algorithm>-...)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Finish an interrupted run from its folder."),
+) -> None:
+    """Train with a config: federated, local-only or centralized, as the config says."""
+    try:
+        _run(config_file, list(set_), out, resume, "train")
+    except EdgefmError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="One run, or several to compare."),
+    out: Path | None = typer.Option(None, "--out", help="HTML file (default: RUN_DIR/report.html or compare.html)."),
+) -> None:
+    """Write one self-contained HTML page for a run, or comparing several."""
+    from edgefm.report.html import write_report
+
+    try:
+        target = out or (run_dirs[0] / "report.html" if len(run_dirs) == 1 else Path("compare.html"))
+        path = write_report(run_dirs, target)
+    except EdgefmError as exc:
+        fail(str(exc))
+    console.print(f"report: {path}", highlight=False)
+
+
+def run() -> None:  # pragma: no cover - console entry for `python -m edgefm`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,1 @@
+"""Data: loading text-classification sets, partitioning them over devices, batching."""

@@ -1,0 +1,1 @@
+"""The federated runtime: the Strategy protocol, aggregation, the ledger, the engines."""

@@ -1,0 +1,104 @@
+"""Per client and round: bytes up and down, FLOPs, simulated seconds, joules and dollars.
+
+Bytes are the payload tensors' exact sizes; FLOPs are what the client's local update
+executed (``models/flops.py``); seconds, joules and dollars come from the device profile
+(``edge/costs.py``). A synchronous round lasts as long as its slowest participant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgefm.edge.costs import update_cost
+from edgefm.edge.devices import DeviceProfile
+from edgefm.fl.aggregate import nbytes
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.clients: list[dict[str, Any]] = []  # one row per client per round
+        self.rounds: list[dict[str, Any]] = []  # one row per round
+        self.sim_elapsed_s = 0.0
+
+    def record_client(
+        self,
+        rnd: int,
+        device: DeviceProfile,
+        payload_down: dict,
+        payload_up: dict | None,
+        flops: float,
+        num_examples: int,
+        status: str = "ok",
+        reason: str = "",
+        extra_bytes_up: int = 0,
+        metrics: dict | None = None,
+    ) -> dict[str, Any]:
+        down = nbytes(payload_down)
+        up = (nbytes(payload_up) if payload_up is not None else 0) + extra_bytes_up
+        cost = update_cost(flops, up, down, device)
+        row = {
+            "round": rnd,
+            "client": device.device_id,
+            "tier": device.tier,
+            "status": status,
+            "reason": reason,
+            "num_examples": num_examples,
+            "flops": flops,
+            "bytes_up": up,
+            "bytes_down": down,
+            "download_s": cost["down"].seconds,
+            "compute_s": cost["compute"].seconds,
+            "upload_s": cost["up"].seconds,
+            "seconds": cost["total"].seconds,
+            "joules": cost["total"].joules,
+            "dollars": cost["total"].dollars,
+            **{f"client_{k}": v for k, v in (metrics or {}).items()},
+        }
+        self.clients.append(row)
+        return row
+
+    def close_round(self, rnd: int, metrics: dict[str, float], wall_s: float) -> dict[str, Any]:
+        rows = [r for r in self.clients if r["round"] == rnd]
+        sim_round = max((r["seconds"] for r in rows), default=0.0)
+        self.sim_elapsed_s += sim_round
+        summary = {
+            "round": rnd,
+            "participants": len(rows),
+            "accepted": sum(r["status"] == "ok" for r in rows),
+            "rejected": sum(r["status"] == "rejected" for r in rows),
+            "dropped": sum(r["status"] == "dropped" for r in rows),
+            "bytes_up": sum(r["bytes_up"] for r in rows),
+            "bytes_down": sum(r["bytes_down"] for r in rows),
+            "flops": sum(r["flops"] for r in rows),
+            "joules": sum(r["joules"] for r in rows),
+            "dollars": sum(r["dollars"] for r in rows),
+            "sim_round_s": sim_round,
+            "sim_elapsed_s": self.sim_elapsed_s,
+            "wall_s": wall_s,
+            **metrics,
+        }
+        self.rounds.append(summary)
+        return summary
+
+    # -- persistence (checkpoints) ------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"clients": self.clients, "rounds": self.rounds, "sim_elapsed_s": self.sim_elapsed_s}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Ledger:
+        ledger = cls()
+        ledger.clients = list(state["clients"])
+        ledger.rounds = list(state["rounds"])
+        ledger.sim_elapsed_s = float(state["sim_elapsed_s"])
+        return ledger
+
+    def totals(self) -> dict[str, float]:
+        return {
+            "bytes_up": sum(r["bytes_up"] for r in self.rounds),
+            "bytes_down": sum(r["bytes_down"] for r in self.rounds),
+            "flops": sum(r["flops"] for r in self.rounds),
+            "joules": sum(r["joules"] for r in self.rounds),
+            "dollars": sum(r["dollars"] for r in self.rounds),
+            "sim_seconds": self.sim_elapsed_s,
+            "wall_seconds": sum(r["wall_s"] for r in self.rounds),
+        }

@@ -1,0 +1,139 @@
+"""The in-process engine: the one round loop.
+
+Sample clients, ``configure``, run every ``client_update`` on the shared workbench (one at a
+time: a single process may use every core), ``aggregate``, ``evaluate``, write the ledger and
+a checkpoint. The engine is silent: it reports through :class:`Callbacks`, which the CLI
+renders as progress bars.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefm import EdgefmError
+from edgefm.fl import checkpoint
+from edgefm.fl.ledger import Ledger
+from edgefm.fl.scenario import Scenario
+from edgefm.fl.strategy import ClientUpdate, Tensors, seed_for
+
+log = logging.getLogger("edgefm.fl")
+
+
+class Callbacks:
+    """Progress events; every method is a no-op here."""
+
+    def on_run_start(self, rounds: int, start_round: int) -> None: ...
+    def on_round_start(self, rnd: int, clients: list[int]) -> None: ...
+    def on_client_end(self, rnd: int, client_id: int, row: dict[str, Any]) -> None: ...
+    def on_round_end(self, summary: dict[str, Any]) -> None: ...
+
+
+def sample_clients(seed: int, rnd: int, n: int, fraction: float) -> list[int]:
+    """``max(1, round(fraction * n))`` clients, without replacement, seeded by (seed, round)."""
+    k = max(1, int(round(fraction * n)))
+    if k >= n:
+        return list(range(n))
+    rng = np.random.default_rng(seed_for(seed, 2000 + rnd))
+    return sorted(rng.choice(n, size=k, replace=False).tolist())
+
+
+class Engine:
+    def __init__(self, scenario: Scenario, callbacks: Callbacks | None = None):
+        self.sc = scenario
+        self.cb = callbacks or Callbacks()
+
+    def run(self, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
+        sc, cfg = self.sc, self.sc.cfg
+        strategy, wb = sc.strategy, sc.workbench
+        if resume:
+            if run_dir is None:
+                raise EdgefmError("resume needs a run folder")
+            saved = checkpoint.load(run_dir)
+            state, private = saved["state"], saved["private"]
+            ledger, start = Ledger.from_state(saved["ledger"]), saved["round"] + 1
+            self._rewrite_metrics(run_dir, ledger)
+        else:
+            state, private, ledger, start = strategy.initial_state(wb), {}, Ledger(), 1
+        self.cb.on_run_start(cfg.rounds, start)
+        for rnd in range(start, cfg.rounds + 1):
+            state = self._round(rnd, state, private, ledger, run_dir)
+        return {"state": state, "private": private, "ledger": ledger}
+
+    def _round(
+        self, rnd: int, state: Tensors, private: dict[int, Tensors], ledger: Ledger, run_dir: Path | None
+    ) -> Tensors:
+        sc, cfg = self.sc, self.sc.cfg
+        strategy, wb = sc.strategy, sc.workbench
+        t0 = time.perf_counter()
+        sampled = sample_clients(cfg.seed, rnd, len(sc.clients), 1.0 if strategy.pooled else cfg.fraction)
+        self.cb.on_round_start(rnd, sampled)
+        tasks = strategy.configure(rnd, state, [sc.devices[i] for i in sampled])
+        updates: list[ClientUpdate] = []
+        dropped: dict[int, str] = {}
+        for cid, task in tasks.items():
+            try:
+                update = strategy.client_update(task, wb, sc.clients[cid], private.get(cid))
+            except Exception as exc:  # a failing device must not stop the round
+                log.warning("round %d: client %d dropped: %s", rnd, cid, exc)
+                dropped[cid] = f"{type(exc).__name__}: {exc}"
+                continue
+            if update.private is not None:
+                private[cid] = update.private
+            updates.append(update)
+        if tasks and len(dropped) == len(tasks):
+            first = next(iter(dropped.values()))
+            raise EdgefmError(f"round {rnd}: every client failed; first error: {first}")
+        result = strategy.aggregate(rnd, state, updates, tasks)
+        by_id = {u.client_id: u for u in updates}
+        for cid, task in tasks.items():
+            device = sc.devices[cid]
+            if cid in dropped:
+                row = ledger.record_client(rnd, device, task.payload, None, 0.0, 0, "dropped", dropped[cid])
+            else:
+                u = by_id[cid]
+                status = "rejected" if cid in result.rejected else "ok"
+                down, up = ({}, {}) if u.colocated else (task.payload, u.payload)
+                row = ledger.record_client(
+                    rnd,
+                    device,
+                    down,
+                    up,
+                    u.flops,
+                    u.num_examples,
+                    status,
+                    result.rejected.get(cid, ""),
+                    u.extra_bytes_up,
+                    u.metrics,
+                )
+            self.cb.on_client_end(rnd, cid, row)
+        state = result.state
+        metrics: dict[str, float] = {}
+        if rnd % cfg.eval_every == 0 or rnd == cfg.rounds:
+            metrics = strategy.evaluate(state, wb, sc.test, sc.clients, private)
+        summary = ledger.close_round(rnd, metrics, time.perf_counter() - t0)
+        if run_dir is not None:
+            with open(Path(run_dir) / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(summary) + "\n")
+            with open(Path(run_dir) / "clients.jsonl", "a") as fh:
+                for row in ledger.clients:
+                    if row["round"] == rnd:
+                        fh.write(json.dumps(row) + "\n")
+            checkpoint.save(run_dir, {"round": rnd, "state": state, "private": private, "ledger": ledger.state_dict()})
+        self.cb.on_round_end(summary)
+        return state
+
+    @staticmethod
+    def _rewrite_metrics(run_dir: Path, ledger: Ledger) -> None:
+        # Rounds after the checkpoint (a crash mid-round) are dropped, then re-run.
+        with open(Path(run_dir) / "metrics.jsonl", "w") as fh:
+            for summary in ledger.rounds:
+                fh.write(json.dumps(summary) + "\n")
+        with open(Path(run_dir) / "clients.jsonl", "w") as fh:
+            for row in ledger.clients:
+                fh.write(json.dumps(row) + "\n")

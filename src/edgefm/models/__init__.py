@@ -1,0 +1,1 @@
+"""Models: backbones, LoRA, FLOP accounting and the training workbench. Knows nothing of federation."""

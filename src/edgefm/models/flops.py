@@ -1,0 +1,62 @@
+"""Exact FLOP accounting for variable-length batches from three measurements.
+
+``torch.utils.flop_counter.FlopCounterMode`` counts the matmul/attention FLOPs a step really
+executes (so frozen weights get no weight-gradient FLOPs under LoRA). Counting every batch
+that way slows training, so we measure one example at three sequence lengths and fit
+``f(L) = c0 + c1 L + c2 L^2`` — exact for transformer encoders, whose matmuls are linear in
+the token count and whose attention is quadratic — then charge a batch ``B * f(L)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+PROBE_LENGTHS = (8, 16, 32)
+
+
+def count_flops(
+    model: nn.Module,
+    seq_len: int,
+    batch: int = 1,
+    train: bool = True,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> int:
+    """FLOPs of one forward (and backward when ``train``) pass on a ``batch x seq_len`` input."""
+    device = next(model.parameters()).device
+    ids = torch.full((batch, seq_len), 100, dtype=torch.long, device=device)
+    mask = torch.ones_like(ids)
+    was_training = model.training
+    model.eval()  # dropout draws random numbers but costs no counted FLOPs
+    try:
+        with FlopCounterMode(display=False) as counter:
+            if train:
+                logits = model(ids, mask)
+                (loss_fn(logits) if loss_fn else logits.float().pow(2).mean()).backward()
+            else:
+                with torch.no_grad():
+                    model(ids, mask)
+        return int(counter.get_total_flops())
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+
+
+class FlopModel:
+    """Per-example FLOPs as a quadratic in sequence length, fitted from three exact counts."""
+
+    def __init__(self, model: nn.Module, train: bool):
+        counts = [count_flops(model, L, train=train) for L in PROBE_LENGTHS]
+        vander = np.vander(np.array(PROBE_LENGTHS, dtype=float), 3, increasing=True)
+        self.coef = np.linalg.solve(vander, np.array(counts, dtype=float))
+
+    def per_example(self, seq_len: int) -> float:
+        c0, c1, c2 = self.coef
+        return float(c0 + c1 * seq_len + c2 * seq_len * seq_len)
+
+    def batch(self, batch_size: int, seq_len: int) -> float:
+        return batch_size * self.per_example(seq_len)

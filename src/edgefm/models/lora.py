@@ -1,0 +1,70 @@
+"""LoRA through peft, and the state a client sends: adapters (via peft's state-dict
+functions) plus the classifier head — never the frozen backbone.
+
+Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (ICLR 2022). We use peft's
+low-level ``inject_adapter_in_model`` so the classifier keeps its own forward, and
+``get_peft_model_state_dict``/``set_peft_model_state_dict`` to read and write adapters, as
+peft's federated examples do.
+"""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from torch import nn
+
+from edgefm import EdgefmError
+from edgefm.config import LoraConfig
+
+Tensors = dict[str, torch.Tensor]
+HEAD_PREFIX = "head."
+
+
+def add_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
+    """Inject LoRA into ``model.encoder``'s target modules; freeze everything but LoRA and head."""
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.encoder.named_modules()}
+    missing = [t for t in cfg.target_modules if t not in names]
+    if missing:
+        raise EdgefmError(
+            f"model.lora.target_modules: {missing} not found in the model; "
+            f"expected module names such as {sorted(n for n in names if n)[:8]}"
+        )
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules)
+    )
+    model = inject_adapter_in_model(peft_cfg, model)
+    for name, param in model.named_parameters():
+        param.requires_grad = "lora_" in name or name.startswith(HEAD_PREFIX)
+    return model
+
+
+def has_lora(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def get_trainable_state(model: nn.Module) -> Tensors:
+    """What a client sends: LoRA adapters + head (LoRA mode), or every weight (full mode).
+
+    Tensors are detached copies, so later training never changes a sent payload.
+    """
+    if has_lora(model):
+        state = dict(get_peft_model_state_dict(model))
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith(HEAD_PREFIX)})
+    else:
+        state = model.state_dict()
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def set_trainable_state(model: nn.Module, state: Tensors) -> None:
+    """Load a payload produced by :func:`get_trainable_state` (exact keys required)."""
+    if has_lora(model):
+        head = {k[len(HEAD_PREFIX) :]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
+        adapters = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
+        result = set_peft_model_state_dict(model, adapters)
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise KeyError(f"unexpected adapter keys: {unexpected[:3]}")
+        model.head.load_state_dict(head)
+    else:
+        model.load_state_dict(state)

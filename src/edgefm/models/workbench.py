@@ -1,0 +1,155 @@
+"""The one shared model that simulated clients take turns on, and the local training loop.
+
+Memory rule (ARCHITECTURE.md): simulated clients share one frozen backbone; a client's
+private state is only its small trainable tensors, loaded into this workbench before it
+trains and read back after. Nothing here knows about federation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgefm import EdgefmError
+from edgefm.config import RunConfig, TrainConfig
+from edgefm.data.encode import Encoded
+from edgefm.models.backbones import TextClassifier, build_backbone
+from edgefm.models.flops import FlopModel
+from edgefm.models.lora import Tensors, add_lora, get_trainable_state, set_trainable_state
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EdgefmError("device: 'cuda' requested but no CUDA device is available; expected cpu or auto")
+    return torch.device(name)
+
+
+@dataclass
+class FitResult:
+    steps: int
+    examples: int
+    flops: float
+    loss: float
+
+
+class Workbench:
+    def __init__(self, model: TextClassifier, tokenizer, device: torch.device):
+        self.model = model.to(device)
+        self.tokenizer = tokenizer
+        self.device = device
+        self._flops: dict[str, FlopModel] = {}
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, num_labels: int) -> Workbench:
+        """Backbone + head (+ LoRA), initialised from ``cfg.seed`` alone."""
+        backbone = build_backbone(cfg.model.name, cfg.model.path, seed=cfg.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = TextClassifier(backbone.encoder, backbone.hidden_size, num_labels)
+            if cfg.model.finetune == "lora":
+                model = add_lora(model, cfg.model.lora)
+        return cls(model, backbone.tokenizer, resolve_device(cfg.device))
+
+    # -- state ------------------------------------------------------------------------
+    def get_state(self) -> Tensors:
+        return {k: v.cpu() for k, v in get_trainable_state(self.model).items()}
+
+    def set_state(self, state: Tensors) -> None:
+        set_trainable_state(self.model, {k: v.to(self.device) for k, v in state.items()})
+
+    def parameter_counts(self) -> dict[str, int]:
+        total = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return {"total": total, "trainable": trainable}
+
+    # -- FLOPs ------------------------------------------------------------------------
+    def flop_model(self, train: bool, key: str = "default") -> FlopModel:
+        """Cached per ``key`` (a method changes the key when it changes what is trainable)."""
+        k = f"{key}:{'train' if train else 'eval'}"
+        if k not in self._flops:
+            self._flops[k] = FlopModel(self.model, train=train)
+        return self._flops[k]
+
+    # -- training ---------------------------------------------------------------------
+    def fit(
+        self,
+        data: Encoded,
+        train: TrainConfig,
+        generator: torch.Generator,
+        seed: int,
+        prox_mu: float = 0.0,
+        regularizer: Callable[[], torch.Tensor] | None = None,
+        flop_key: str = "default",
+    ) -> FitResult:
+        """Local epochs of AdamW on ``data``; FedProx's proximal term when ``prox_mu > 0``.
+
+        ``seed`` seeds dropout inside a forked RNG, so a client's update depends only on its
+        own seed and never leaks into (or reads) global random state.
+        """
+        if len(data) == 0:
+            return FitResult(0, 0, 0.0, float("nan"))
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        head = [p for n, p in params if n.startswith("head.")]
+        body = [p for n, p in params if not n.startswith("head.")]
+        groups = [g for g in ({"params": body, "lr": train.lr}, {"params": head, "lr": train.head_lr}) if g["params"]]
+        opt = torch.optim.AdamW(groups, weight_decay=train.weight_decay)
+        anchor = [p.detach().clone() for _, p in params] if prox_mu > 0 else None
+        flops_model = self.flop_model(train=True, key=flop_key)
+        loss_fn = nn.CrossEntropyLoss()
+        steps, seen, flops, loss_sum = 0, 0, 0.0, 0.0
+        self.model.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _ in range(train.epochs):
+                for batch in data.batches(train.batch_size, generator=generator, shuffle=True):
+                    if train.max_steps is not None and steps >= train.max_steps:
+                        break
+                    batch = batch.to(self.device)
+                    logits = self.model(batch.input_ids, batch.attention_mask)
+                    loss = loss_fn(logits, batch.labels)
+                    total = loss
+                    if anchor is not None:
+                        prox = sum((p - a).pow(2).sum() for (_, p), a in zip(params, anchor, strict=True))
+                        total = total + 0.5 * prox_mu * prox
+                    if regularizer is not None:
+                        total = total + regularizer()
+                    opt.zero_grad(set_to_none=True)
+                    total.backward()
+                    opt.step()
+                    b, length = batch.input_ids.shape
+                    steps += 1
+                    seen += b
+                    flops += flops_model.batch(b, length)
+                    loss_sum += loss.item() * b
+        self.model.zero_grad(set_to_none=True)
+        return FitResult(steps, seen, flops, loss_sum / max(seen, 1))
+
+    @torch.no_grad()
+    def predict(self, data: Encoded, batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+        """(predicted labels, true labels), in ``data``'s order."""
+        self.model.eval()
+        order, preds = [], []
+        idx = np.argsort(data.lengths, kind="stable")  # length order: least padding
+        for start in range(0, len(data), batch_size):
+            chunk = idx[start : start + batch_size]
+            batch = data.collate(chunk).to(self.device)
+            preds.append(self.model(batch.input_ids, batch.attention_mask).argmax(-1).cpu())
+            order.append(torch.as_tensor(chunk))
+        if not preds:
+            return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+        out = torch.empty(len(data), dtype=torch.long)
+        out[torch.cat(order)] = torch.cat(preds)
+        return out, torch.as_tensor(data.labels)
+
+    def accuracy(self, data: Encoded) -> float:
+        if len(data) == 0:
+            return math.nan
+        pred, true = self.predict(data)
+        return float((pred == true).float().mean())

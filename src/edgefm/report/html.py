@@ -1,0 +1,193 @@
+"""Run outputs: ``summary.json``, plots and one self-contained HTML page per run (or a
+comparison page over several runs). Everything is rebuilt from the files a run wrote
+(``config.yaml``, ``metrics.jsonl``, ``clients.jsonl``), so ``edgefm report`` can regenerate it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgefm import EdgefmError
+from edgefm.report import plots
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise EdgefmError(f"{str(run_dir)!r} is not a run folder; expected metrics.jsonl in it")
+    rounds = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    clients_file = run_dir / "clients.jsonl"
+    clients = (
+        [json.loads(x) for x in clients_file.read_text().splitlines() if x.strip()] if clients_file.is_file() else []
+    )
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    name = summary.get("name") or run_dir.name
+    return {"name": name, "dir": run_dir, "rounds": rounds, "clients": clients, "config": cfg, "summary": summary}
+
+
+def build_summary(run: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Headline numbers of a run from its round and client rows."""
+    rounds, clients, cfg = run["rounds"], run["clients"], run["config"]
+    evaluated = [r for r in rounds if "accuracy" in r]
+    last = evaluated[-1] if evaluated else {}
+    ok = [c for c in clients if c["status"] == "ok"]
+    n_rounds = max(len(rounds), 1)
+    summary = {
+        "name": run["name"],
+        "algorithm": cfg.get("algorithm", {}).get("name"),
+        "dataset": cfg.get("data", {}).get("name") or cfg.get("data", {}).get("path"),
+        "model": cfg.get("model", {}).get("name"),
+        "seed": cfg.get("seed"),
+        "rounds": len(rounds),
+        "clients": cfg.get("clients"),
+        "final_accuracy": last.get("accuracy"),
+        "best_accuracy": max((r["accuracy"] for r in evaluated), default=None),
+        "client_acc_mean": last.get("client_acc_mean"),
+        "client_acc_min": last.get("client_acc_min"),
+        "bytes_up": sum(r["bytes_up"] for r in rounds),
+        "bytes_down": sum(r["bytes_down"] for r in rounds),
+        "upload_mb_per_client_round": (sum(c["bytes_up"] for c in ok) / max(len(ok), 1)) / 1e6,
+        "flops": sum(r["flops"] for r in rounds),
+        "flops_per_round": sum(r["flops"] for r in rounds) / n_rounds,
+        "sim_seconds": rounds[-1]["sim_elapsed_s"] if rounds else 0.0,
+        "sim_seconds_per_round": (rounds[-1]["sim_elapsed_s"] / n_rounds) if rounds else 0.0,
+        "joules": sum(r["joules"] for r in rounds),
+        "dollars": sum(r["dollars"] for r in rounds),
+        "wall_seconds": sum(r["wall_s"] for r in rounds),
+        "rejected_updates": sum(r["rejected"] for r in rounds),
+        "dropped_updates": sum(r["dropped"] for r in rounds),
+    }
+    summary.update(extra or {})
+    return summary
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return html.escape(str(v)) if v is not None else "—"
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _device_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
+    acc: dict[int, dict[str, Any]] = defaultdict(lambda: defaultdict(float))
+    for c in run["clients"]:
+        row = acc[c["client"]]
+        row["device"], row["tier"] = c["client"], c["tier"]
+        for k in ("num_examples", "flops", "bytes_up", "bytes_down", "seconds", "joules", "dollars"):
+            row[k] += c[k]
+        row["rounds"] += 1
+    return [dict(acc[k]) for k in sorted(acc)]
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}img{max-width:100%;margin:.5em 0}h1{font-size:1.5em}code{background:#f3f3f3;padding:1px 4px}"""
+
+SUMMARY_COLUMNS = [
+    "name",
+    "algorithm",
+    "dataset",
+    "model",
+    "seed",
+    "rounds",
+    "final_accuracy",
+    "client_acc_mean",
+    "client_acc_min",
+    "upload_mb_per_client_round",
+    "flops_per_round",
+    "sim_seconds_per_round",
+    "joules",
+    "wall_seconds",
+]
+ROUND_COLUMNS = [
+    "round",
+    "participants",
+    "accepted",
+    "rejected",
+    "dropped",
+    "accuracy",
+    "client_acc_mean",
+    "client_acc_min",
+    "bytes_up",
+    "bytes_down",
+    "flops",
+    "sim_round_s",
+    "sim_elapsed_s",
+    "joules",
+    "wall_s",
+]
+
+
+def write_report(run_dirs: list[Path], out: Path, sections: list[str] | None = None) -> Path:
+    """One self-contained HTML page (PNG plots inlined) for one run or a comparison of several."""
+    runs = [read_run(d) for d in run_dirs]
+    for run in runs:
+        if not run["summary"]:
+            run["summary"] = build_summary(run)
+    out = Path(out)
+    plot_dir = out.parent / "plots" if len(runs) == 1 else out.parent / (out.stem + "_plots")
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    figs = [
+        plots.accuracy_per_round(runs, plot_dir / "accuracy_per_round.png"),
+        plots.accuracy_per_second(runs, plot_dir / "accuracy_per_second.png"),
+        plots.bytes_per_round(runs, plot_dir / "bytes_per_round.png"),
+    ]
+    title = runs[0]["name"] if len(runs) == 1 else f"Comparison of {len(runs)} runs"
+    parts = [
+        f"<h1>edgefm — {html.escape(title)}</h1>",
+        "<h2>Summary</h2>",
+        _table([r["summary"] for r in runs], SUMMARY_COLUMNS),
+        "<h2>Learning and traffic</h2>",
+    ]
+    parts += [_img(f) for f in figs]
+    for run in runs:
+        if run["clients"]:
+            fig = plots.device_costs(run, plot_dir / f"device_costs_{len(parts)}.png")
+            parts += [
+                f"<h2>Devices — {html.escape(run['name'])}</h2>",
+                _img(fig),
+                _table(
+                    _device_rows(run),
+                    [
+                        "device",
+                        "tier",
+                        "rounds",
+                        "num_examples",
+                        "flops",
+                        "bytes_up",
+                        "bytes_down",
+                        "seconds",
+                        "joules",
+                        "dollars",
+                    ],
+                ),
+            ]
+        parts += [f"<h2>Rounds — {html.escape(run['name'])}</h2>", _table(run["rounds"], ROUND_COLUMNS)]
+        if len(runs) == 1 and run["config"]:
+            parts += ["<h2>Config</h2>", f"<pre>{html.escape(yaml.safe_dump(run['config'], sort_keys=False))}</pre>"]
+    parts += sections or []
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+    )
+    out.write_text(page)
+    return out

@@ -1,0 +1,182 @@
+"""End-to-end runs of the ``edgefm`` command, as a user types it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from edgefm.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def edgefm(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "edgefm.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and "edgefm 0.1.0" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--set", "roundz=3"], "roundz: unknown key"),
+        (["--set", "partition.alpha=0"], "partition.alpha: 0.0 is out of range"),
+        (["--set", "algorithm.name=nope"], "unknown algorithm 'nope'"),
+        (["--set", "data.name=null", "--set", "data.path=/no/such.csv"], "does not exist"),
+        (["--set", "clients=100000", "--set", "partition.name=iid"], "clients: 100000 exceeds the"),
+        (["--set", "partition.name=natural", "--set", "partition.column=user"], "partition.column: 'user'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, fragment):
+    out = tmp_path / "run"
+    result = edgefm("train", "configs/tiny.yaml", "--out", str(out), *args)
+    assert result.returncode == 2, result.stderr
+    lines = [x for x in result.stderr.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_missing_config_file(tmp_path):
+    result = edgefm("train", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_tiny_end_to_end_writes_a_run_folder(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(ROOT / "configs/tiny.yaml"), "--out", str(out), "--set", "rounds=2"])
+    assert result.exit_code == 0, result.output
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "clients.jsonl",
+        "summary.json",
+        "report.html",
+        "checkpoint.pt",
+        "plots/accuracy_per_round.png",
+        "plots/bytes_per_round.png",
+    ):
+        assert (out / name).is_file(), name
+    rounds = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_accuracy"] == rounds[-1]["accuracy"]
+    assert summary["bytes_up"] == sum(r["bytes_up"] for r in rounds) > 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["rounds"] == 2
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "Devices" in page
+    # the same folder again is refused; --resume of a finished run is a no-op that keeps the numbers
+    again = runner.invoke(app, ["train", str(ROOT / "configs/tiny.yaml"), "--out", str(out)])
+    assert again.exit_code == 2
+    resumed = runner.invoke(app, ["train", "--resume", str(out)])
+    assert resumed.exit_code == 0, resumed.output
+    assert [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()] == rounds
+    # compare two runs on one page
+    cmp_page = tmp_path / "cmp.html"
+    report = runner.invoke(app, ["report", str(out), str(out), "--out", str(cmp_page)])
+    assert report.exit_code == 0 and "Comparison of 2 runs" in cmp_page.read_text()
+
+
+@pytest.mark.parametrize("algorithm", ["fedprox", "local", "centralized"])
+def test_each_baseline_runs_from_the_cli(tmp_path, algorithm):
+    out = tmp_path / algorithm
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(ROOT / "configs/tiny.yaml"),
+            "--out",
+            str(out),
+            "--set",
+            f"algorithm.name={algorithm}",
+            "--set",
+            "rounds=1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["algorithm"] == algorithm
+
+
+def test_own_data_and_own_model_folder(tmp_path):
+    import pandas as pd
+
+    from edgefm.models.backbones import tiny_bert
+
+    data = tmp_path / "my.csv"
+    pd.DataFrame(
+        {
+            "review": [f"great product {i}" if i % 2 else f"awful thing {i}" for i in range(80)],
+            "stars": ["good" if i % 2 else "bad" for i in range(80)],
+        }
+    ).to_csv(data, index=False)
+    model_dir = tmp_path / "mymodel"
+    bb = tiny_bert(seed=0)
+    bb.encoder.save_pretrained(model_dir)
+    bb.tokenizer.save_pretrained(model_dir)
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--out",
+            str(out),
+            "--set",
+            "rounds=1",
+            "--set",
+            "clients=2",
+            "--set",
+            f"data.path={data}",
+            "--set",
+            "data.name=null",
+            "--set",
+            "data.text_column=review",
+            "--set",
+            "data.label_column=stars",
+            "--set",
+            "model.name=path",
+            "--set",
+            f"model.path={model_dir}",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["final_accuracy"] is not None
+
+
+@pytest.mark.slow
+def test_minilm_small_slice_learns(tmp_path):
+    """The real backbone on a real slice of SST-2: two rounds must beat chance clearly."""
+    out = tmp_path / "minilm"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--out",
+            str(out),
+            "--set",
+            "rounds=2",
+            "--set",
+            "clients=3",
+            "--set",
+            "data.max_train=360",
+            "--set",
+            "data.max_test=200",
+            "--set",
+            "train.lr=1e-3",
+            "--set",
+            "train.head_lr=1e-2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "minilm" and summary["final_accuracy"] > 0.6
+    assert summary["trainable_percent"] < 1.0  # LoRA r=8 on query/value + head

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+
+from edgefm import config
+from edgefm.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_the_demo_and_configs_load():
+    assert config.load(ROOT / "configs" / "demo.yaml") == config.load(None)
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        config.load(path)  # every shipped config validates
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = config.load(
+        None,
+        [
+            "rounds=3",
+            "algorithm.name=fedprox",
+            "algorithm.mu=0.1",
+            "train.lr=1e-3",
+            "model.lora.target_modules=[query,key]",
+            "data.max_train=null",
+        ],
+    )
+    assert cfg.rounds == 3 and cfg.algorithm.name == "fedprox" and cfg.algorithm.mu == 0.1
+    assert cfg.train.lr == 1e-3 and cfg.model.lora.target_modules == ("query", "key")
+    assert cfg.data.max_train is None
+    assert isinstance(cfg.train.lr, float)
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = config.load(None, ["algorithm.name=fedprox", "algorithm.mu=0.3", "seed=7"])
+    path = tmp_path / "c.yaml"
+    path.write_text(config.dump(cfg))
+    assert config.load(path) == cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["roundz=3"], "roundz: unknown key; expected one of seed, rounds"),
+        (["train.lrr=1"], "train.lrr: unknown key"),
+        (["rounds=three"], "rounds: 'three' has the wrong type; expected an integer"),
+        (["rounds=0"], "rounds: 0 is out of range"),
+        (["partition.alpha=0"], "partition.alpha: 0.0 is out of range; expected a value in (0, inf]"),
+        (["partition.alpha=-1"], "partition.alpha: -1.0 is out of range"),
+        (["algorithm.name=fedx"], "algorithm.name: unknown algorithm 'fedx'; expected one of"),
+        (["algorithm.mu=0.1"], "algorithm.mu: unknown key"),  # mu belongs to fedprox only
+        (["algorithm.name=fedprox", "algorithm.mu=-1"], "algorithm.mu: -1.0 is out of range"),
+        (["device=tpu"], "device: 'tpu' is not allowed; expected one of 'auto' | 'cpu' | 'cuda'"),
+        (["model.finetune=half"], "model.finetune: 'half' is not allowed"),
+        (["edge.tiers={toaster: 1}"], "edge.tiers: unknown tier 'toaster'"),
+        (["rounds"], "expected key=value"),
+        (["model.name=path"], "model.path: required when model.name=path"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, fragment):
+    with pytest.raises(ConfigError) as err:
+        config.load(None, overrides)
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_and_invalid_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(bad)

@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from edgefm import EdgefmError, config
+from edgefm.config import LoraConfig
+from edgefm.models.backbones import TextClassifier, tiny_bert
+from edgefm.models.flops import FlopModel, count_flops
+from edgefm.models.lora import add_lora, get_trainable_state, set_trainable_state
+from edgefm.models.workbench import Workbench
+
+
+def tiny_classifier(lora=True):
+    bb = tiny_bert(seed=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = TextClassifier(bb.encoder, bb.hidden_size, 3)
+        if lora:
+            model = add_lora(model, LoraConfig(r=4, alpha=8))
+    return model
+
+
+def test_lora_state_is_adapters_and_head_only():
+    model = tiny_classifier()
+    state = get_trainable_state(model)
+    assert state and all("lora_" in k or k.startswith("head.") for k in state)
+    assert {k for k in state if k.startswith("head.")} == {"head.weight", "head.bias"}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(state[k].numel() for k in state) == sum(p.numel() for n, p in model.named_parameters() if n in trainable)
+    # 2 layers x (query, value) x (A: r x h + B: h x r) with h=32, r=4; head 32x3 + 3
+    assert sum(v.numel() for v in state.values()) == 2 * 2 * (4 * 32 * 2) + 32 * 3 + 3
+
+
+def test_state_round_trip_changes_the_model():
+    model = tiny_classifier()
+    state = get_trainable_state(model)
+    new = {k: torch.randn_like(v) for k, v in state.items()}
+    set_trainable_state(model, new)
+    back = get_trainable_state(model)
+    assert all(torch.equal(back[k], new[k]) for k in new)
+
+
+def test_bad_target_modules_are_named():
+    bb = tiny_bert(seed=0)
+    with pytest.raises(EdgefmError, match="not found in the model"):
+        add_lora(TextClassifier(bb.encoder, bb.hidden_size, 2), LoraConfig(target_modules=("q_proj",)))
+
+
+def test_flop_model_is_exact_at_unseen_lengths():
+    model = tiny_classifier()
+    fm = FlopModel(model, train=True)
+    for length in (5, 24, 48):
+        assert fm.per_example(length) == pytest.approx(count_flops(model, length, train=True), rel=1e-9)
+    assert fm.batch(4, 24) == pytest.approx(count_flops(model, 24, batch=4, train=True), rel=1e-9)
+    # LoRA training skips frozen weight gradients: cheaper than full fine-tuning
+    assert fm.per_example(24) < FlopModel(tiny_classifier(lora=False), train=True).per_example(24)
+
+
+def test_workbench_fit_is_deterministic_by_seed(tiny_scenario_factory):
+    sc = tiny_scenario_factory()
+    wb, data = sc.workbench, sc.clients[0].train
+    init = wb.get_state()
+    cfg = config.TrainConfig(lr=0.01, head_lr=0.01)
+
+    def run(seed):
+        wb.set_state(init)
+        wb.model.encoder.config  # noqa: B018 - shared backbone, unchanged
+        fit = wb.fit(data, cfg, torch.Generator().manual_seed(seed), seed)
+        return fit, wb.get_state()
+
+    (f1, s1), (f2, s2), (_, s3) = run(1), run(1), run(2)
+    assert f1.flops == f2.flops > 0 and f1.examples == len(data)
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert any(not torch.equal(s1[k], s3[k]) for k in s1)
+    assert any(not torch.equal(s1[k], init[k]) for k in s1)
+
+
+def test_frozen_backbone_is_not_changed_by_training(tiny_scenario_factory):
+    sc = tiny_scenario_factory()
+    wb = sc.workbench
+    frozen = {n: p.detach().clone() for n, p in wb.model.named_parameters() if not p.requires_grad}
+    wb.fit(sc.clients[0].train, config.TrainConfig(), torch.Generator().manual_seed(0), 0)
+    assert all(torch.equal(p, frozen[n]) for n, p in wb.model.named_parameters() if n in frozen)
+
+
+def test_workbench_full_finetune_sends_everything():
+    cfg = config.load(None, ["model.name=tiny_bert", "model.finetune=full"])
+    wb = Workbench.from_config(cfg, 2)
+    counts = wb.parameter_counts()
+    assert counts["trainable"] == counts["total"]
+    assert sum(v.numel() for v in wb.get_state().values()) == counts["total"]
