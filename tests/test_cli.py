@@ -87,6 +87,19 @@ def test_train_tiny_end_to_end_writes_a_run_folder(tmp_path):
     assert report.exit_code == 0 and "Comparison of 2 runs" in cmp_page.read_text()
 
 
+def test_one_set_with_several_pairs_as_in_the_readme(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        ["train", str(ROOT / "configs/tiny.yaml"), "--out", str(out), "--set", "rounds=1", "algorithm.name=fedprox"],
+    )
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["rounds"] == 1 and saved["algorithm"]["name"] == "fedprox"
+    bad = runner.invoke(app, ["train", str(ROOT / "configs/tiny.yaml"), "--set", "rounds=1", "oops"])
+    assert bad.exit_code == 2
+
+
 @pytest.mark.parametrize("algorithm", ["fedprox", "local", "centralized"])
 def test_each_baseline_runs_from_the_cli(tmp_path, algorithm):
     out = tmp_path / algorithm

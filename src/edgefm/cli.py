@@ -159,28 +159,42 @@ def _print_summary(s: dict, run_dir: Path) -> None:
 SET_HELP = "Override a config value: --set key=value (dotted keys, repeatable), e.g. --set rounds=3."
 
 
+def _overrides(set_: list[str], extra: list[str] | None) -> list[str]:
+    """``--set a=1 b=2`` reaches us as one option value plus trailing arguments: take both."""
+    for item in extra or []:
+        if "=" not in item:
+            fail(f"unexpected argument {item!r}; expected key=value overrides (e.g. rounds=3)")
+    return [*set_, *(extra or [])]
+
+
 @app.command()
 def demo(
+    extra: list[str] | None = typer.Argument(None, metavar="[KEY=VALUE]...", help="More overrides."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/demo-...)."),
 ) -> None:
     """Federated LoRA fine-tuning of MiniLM on SST-2 over 10 heterogeneous devices (configs/demo.yaml)."""
     try:
-        _run(None, list(set_), out, None, "demo")
+        _run(None, _overrides(set_, extra), out, None, "demo")
     except EdgefmError as exc:
         fail(str(exc))
 
 
 @app.command()
 def train(
-    config_file: Path | None = typer.Argument(None, metavar="CONFIG", help="YAML config (defaults if omitted)."),
+    config_file: str | None = typer.Argument(None, metavar="CONFIG", help="YAML config (defaults if omitted)."),
+    extra: list[str] | None = typer.Argument(None, metavar="[KEY=VALUE]...", help="More overrides."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/<config>-<algorithm>-...)."),
     resume: Path | None = typer.Option(None, "--resume", help="Finish an interrupted run from its folder."),
 ) -> None:
     """Train with a config: federated, local-only or centralized, as the config says."""
+    extra = list(extra or [])
+    if config_file is not None and "=" in config_file and not Path(config_file).exists():
+        extra.insert(0, config_file)  # `train --set a=1 b=2` with no config: b=2 landed here
+        config_file = None
     try:
-        _run(config_file, list(set_), out, resume, "train")
+        _run(Path(config_file) if config_file else None, _overrides(set_, extra), out, resume, "train")
     except EdgefmError as exc:
         fail(str(exc))
 
@@ -199,6 +213,82 @@ def report(
     except EdgefmError as exc:
         fail(str(exc))
     console.print(f"report: {path}", highlight=False)
+
+
+market_app = typer.Typer(no_args_is_help=True, help="Markets: pricing, incentives and auctions (numpy only).")
+app.add_typer(market_app, name="market")
+
+
+def _parse_pair(text: str, option: str, names: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v < 0 for v in values):
+        fail(f"{option} {text!r}: expected {names} as non-negative integers, e.g. 1000,4")
+    return values
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)  # never a half-written result
+
+
+@market_app.command("lmaas")
+def market_lmaas(
+    instance: Path | None = typer.Option(
+        None, "--instance", help="Instance JSON to solve (or to write with --generate)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Result JSON: prices, choices, durations, profits."),
+    generate: str | None = typer.Option(None, "--generate", help="N_CUSTOMERS,N_MODELS: write a random instance."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --generate."),
+) -> None:
+    """Large-Model-as-a-Service pricing: IMP prices for the seller, RSR choices for customers."""
+    import numpy as np
+
+    from edgefm.market import lmaas
+
+    try:
+        if generate is not None:
+            if instance is None:
+                fail("--generate needs --instance FILE.json to write the instance to")
+            n, m = _parse_pair(generate, "--generate", "N_CUSTOMERS,N_MODELS")
+            if m < 1:
+                fail(f"--generate {generate!r}: expected at least one model")
+            inst = lmaas.generate(n, m, np.random.default_rng(seed))
+            _write_json(instance, inst.to_dict())
+            console.print(f"instance: {instance} ({n} customers, {m} models, seed {seed})", highlight=False)
+            if out is None:
+                return
+        elif instance is None:
+            fail("give --instance FILE.json (or --generate N_CUSTOMERS,N_MODELS --instance FILE.json)")
+        inst = lmaas.Instance.load(instance)
+        result = lmaas.solve(inst)
+    except EdgefmError as exc:
+        fail(str(exc))
+    renting = sum(c >= 0 for c in result["choices"])
+    table = Table(title=f"LMaaS: {inst.n_customers} customers, {inst.n_models} models")
+    for col in ("model", "accuracy", "cost/h", "price/h", "customers"):
+        table.add_column(col, justify="right")
+    for j in range(inst.n_models):
+        table.add_row(
+            str(j),
+            f"{inst.accuracy[j]:.3f}",
+            f"{inst.cost[j]:.3f}",
+            f"{result['prices'][j]:.3f}",
+            str(result["choices"].count(j)),
+        )
+    console.print(table)
+    console.print(
+        f"seller profit {result['seller_profit']:.4f}; {renting} of {inst.n_customers} customers rent; "
+        f"{result['iterations']} price moves in {result['solve_seconds']:.3f} s",
+        highlight=False,
+    )
+    if out is not None:
+        _write_json(out, result)
+        console.print(f"result: {out}", highlight=False)
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m edgefm`

@@ -95,8 +95,8 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 1  # local epochs per round
     batch_size: int = 32
-    lr: float = 5e-4  # LoRA (or full) weights
-    head_lr: float = 2e-3  # the freshly initialised classifier head learns faster
+    lr: float = 1e-3  # LoRA (or full) weights
+    head_lr: float = 1e-2  # the freshly initialised classifier head learns faster
     weight_decay: float = 0.0
     max_steps: int | None = None  # cap on local optimizer steps per round
 

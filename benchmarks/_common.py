@@ -1,0 +1,50 @@
+"""Shared helpers: machine facts and writing a JSON + markdown table pair."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def write(name: str, title: str, rows: list[dict[str, Any]], meta: dict[str, Any], notes: str = "") -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "machine": machine(), "meta": meta, "rows": rows}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    cols = list(rows[0]) if rows else []
+
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = [
+        f"# {title}",
+        "",
+        f"Machine: {payload['machine']['cpu_cores']} cores, torch {payload['machine']['torch']}, "
+        f"{payload['machine']['date']}. Settings: " + ", ".join(f"{k}={v}" for k, v in meta.items()),
+        "",
+    ]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    if notes:
+        lines += ["", notes]
+    path = RESULTS / f"{name}.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,1 @@
+"""Markets around edge foundation models: numpy/scipy only, never torch (ARCHITECTURE.md)."""
