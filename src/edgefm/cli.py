@@ -291,6 +291,50 @@ def market_lmaas(
         console.print(f"result: {out}", highlight=False)
 
 
+@market_app.command("aeria")
+def market_aeria(
+    instance: Path | None = typer.Option(
+        None, "--instance", help="Instance JSON to run (or to write with --generate)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Outcome JSON: winners, payments, plans, revenue."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the auction's randomness (and of --generate)."),
+    variant: str = typer.Option("threshold", "--variant", help="threshold (universally truthful) or consensus."),
+    generate: int | None = typer.Option(None, "--generate", help="N_USERS: write a random instance."),
+    workload: str = typer.Option("resnet50", "--workload", help="Workload for --generate (see docs/aeria.md)."),
+) -> None:
+    """AERIA auction for edge inference: partitioning, consensus target, cost sharing."""
+    import numpy as np
+
+    from edgefm.market import aeria
+
+    try:
+        if generate is not None:
+            if instance is None:
+                fail("--generate needs --instance FILE.json to write the instance to")
+            if generate < 0:
+                fail(f"--generate {generate}: expected a non-negative number of users")
+            inst = aeria.generate(generate, workload, np.random.default_rng(seed))
+            _write_json(instance, inst.to_dict())
+            console.print(f"instance: {instance} ({generate} users, {workload}, seed {seed})", highlight=False)
+            if out is None:
+                return
+        elif instance is None:
+            fail("give --instance FILE.json (or --generate N_USERS --workload NAME --instance FILE.json)")
+        inst = aeria.Instance.load(instance)
+        outcome = aeria.run_auction(inst, seed, variant)
+    except EdgefmError as exc:
+        fail(str(exc))
+    console.print(
+        f"{len(outcome.winners)} of {inst.n_users} users win ({outcome.admitted} admitted); revenue "
+        f"{outcome.revenue:.4f} (F2 {outcome.f2:.4f}, target {outcome.target:.4f}); EIP paid "
+        f"{outcome.eip_payment:.4f}; {outcome.seconds * 1e3:.1f} ms",
+        highlight=False,
+    )
+    if out is not None:
+        _write_json(out, outcome.to_dict())
+        console.print(f"outcome: {out}", highlight=False)
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m edgefm`
     app()
 

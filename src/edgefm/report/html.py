@@ -159,9 +159,11 @@ def write_report(run_dirs: list[Path], out: Path, sections: list[str] | None = N
         "<h2>Learning and traffic</h2>",
     ]
     parts += [_img(f) for f in figs]
-    for run in runs:
+    for k, run in enumerate(runs):
         if run["clients"]:
-            fig = plots.device_costs(run, plot_dir / f"device_costs_{len(parts)}.png")
+            fig = plots.device_costs(
+                run, plot_dir / ("device_costs.png" if len(runs) == 1 else f"device_costs_{k}.png")
+            )
             parts += [
                 f"<h2>Devices — {html.escape(run['name'])}</h2>",
                 _img(fig),

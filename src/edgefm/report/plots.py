@@ -75,14 +75,22 @@ def device_costs(run: Run, path: Path) -> Path:
         joules[row["client"]] += row["joules"]
         tiers[row["client"]] = row["tier"]
     ids = sorted(seconds)
-    labels = [f"{i}\n{tiers[i].replace('_', ' ')}" for i in ids]
+    short = {
+        "low_end_phone": "low phone",
+        "high_end_phone": "high phone",
+        "embedded_gpu": "board",
+        "laptop": "laptop",
+        "edge_server": "server",
+        "datacenter": "datacenter",
+    }
+    labels = [f"{i} {short.get(tiers[i], tiers[i])}" for i in ids]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     a1.bar(range(len(ids)), [seconds[i] for i in ids], color="tab:blue")
     a1.set(title="Simulated seconds per device", ylabel="s")
     a2.bar(range(len(ids)), [joules[i] for i in ids], color="tab:orange")
     a2.set(title="Energy per device", ylabel="J")
     for ax in (a1, a2):
-        ax.set_xticks(range(len(ids)), labels, fontsize=6)
+        ax.set_xticks(range(len(ids)), labels, fontsize=7, rotation=45, ha="right")
         ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 

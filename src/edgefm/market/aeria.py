@@ -1,0 +1,436 @@
+"""AERIA: auction-based pricing of on-demand DNN inference at the edge.
+
+Seed: Li, Hu, Min, Huang, Huang, "Dynamic Pricing for On-Demand DNN Inference in the Edge-AI
+Market" (arXiv 2503.04521). Its text was not available to us; this reconstruction follows the
+project's issue, each step documented here and in ``docs/aeria.md``.
+
+Market. An edge infrastructure provider (EIP) sells edge compute at ``unit_cost`` per GFLOP up to
+``capacity`` GFLOPs; the AI service provider (ASP) runs the auction; each user wants one
+inference of a multi-exit DNN (``workloads.py``) with an accuracy requirement, a deadline, a
+task complexity (a FLOPs multiplier), a device and an uplink, and holds a private value.
+
+1. **Partitioning** (bid-independent). Over every (exit, cut) pair — layers before the cut run on
+   the device, the rest of the way to the exit on the edge — keep the plans that meet the
+   accuracy requirement and the deadline (device compute + upload of the cut activation + edge
+   compute), and pick the one cheapest for the edge (ties: faster). ``cost_i`` is its edge cost.
+2. **Net bids**: b'_i = b_i - cost_i.
+3. **Revenue target**: a random consensus estimate (Goldberg & Hartline, "Competitiveness via
+   consensus", SODA 2003) of F^(2), the best revenue of a single price with at least two winners:
+   F^(2) rounded down to the grid {c^(z + U)}, base c, U ~ Uniform[0, 1) drawn from the seed.
+4. **Cost sharing** (Moulin): the largest set of k users whose net bids each cover target/k win;
+   each pays its edge cost + target/k; losers pay nothing (``variant="consensus"``).
+5. **Bid-independent variant** (``variant="threshold"``, the default): each user i gets the
+   threshold the cost-sharing step would offer it if the target were estimated from the *other*
+   users' bids — R_i = round_c(F^(2)(b'_{-i})), t_i = R_i / K where K is the largest group (i
+   included) whose other K-1 members cover R_i/K — and wins iff b'_i >= t_i, paying cost_i + t_i.
+   t_i does not depend on b_i for any draw of U, so the mechanism is universally truthful.
+   The consensus variant equals it whenever the estimate reaches consensus (one bid rarely moves
+   F^(2) across a grid point), and is envy-free by construction, but a bidder who can move the
+   target may gain: its violation rate is measured, not assumed.
+
+Capacity. If the feasible users' edge loads exceed the capacity, the auction runs over a pool
+chosen *before* looking at bids: users in a seeded random priority order, greedily, while their
+loads fit. Loads come from the bid-independent partitioning, so both variants stay as truthful
+as they are without a capacity (a capacity rule that looked at bids would not).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefm import EdgefmError
+from edgefm.market.workloads import Workload
+from edgefm.market.workloads import load as load_workload
+
+USER_FIELDS = ("bids", "accuracy_req", "deadline", "complexity", "device_flops", "uplink", "latency")
+VARIANTS = ("threshold", "consensus")
+PLACEMENTS = ("aeria", "device_only", "edge_only", "fixed_cut")
+
+
+class InstanceError(EdgefmError, ValueError):
+    """A bad AERIA instance: the message names the field."""
+
+
+@dataclass
+class Instance:
+    workload: Workload
+    bids: np.ndarray  # reported values ($)
+    accuracy_req: np.ndarray  # minimum exit accuracy in (0, 1]
+    deadline: np.ndarray  # seconds
+    complexity: np.ndarray  # FLOPs multiplier of the task
+    device_flops: np.ndarray  # FLOP/s
+    uplink: np.ndarray  # bytes/s
+    latency: np.ndarray  # one-way network latency, s
+    edge_flops: float = 4e12  # FLOP/s the edge gives one job
+    unit_cost: float = 1e-3  # $ per GFLOP of edge compute
+    capacity: float = float("inf")  # edge GFLOPs available in this round
+    base: float = float(np.e)  # consensus grid base c
+    posted_price: float = 1.0  # the fixed posted-price baseline's service price ($)
+    values: np.ndarray | None = None  # true values, for utilities (default: the bids)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in USER_FIELDS:
+            setattr(self, name, np.asarray(getattr(self, name), dtype=float).reshape(-1))
+        if self.values is not None:
+            self.values = np.asarray(self.values, dtype=float).reshape(-1)
+        n = len(self.bids)
+        for name in USER_FIELDS:
+            arr = getattr(self, name)
+            if len(arr) != n:
+                raise InstanceError(f"users.{name}: {len(arr)} values; expected one per user ({n})")
+            if not np.all(np.isfinite(arr)):
+                raise InstanceError(f"users.{name}: non-finite value; expected finite numbers")
+        for name, ok, what in [
+            ("bids", self.bids >= 0, ">= 0"),
+            ("accuracy_req", (self.accuracy_req > 0) & (self.accuracy_req <= 1), "in (0, 1]"),
+            ("deadline", self.deadline > 0, "> 0"),
+            ("complexity", self.complexity > 0, "> 0"),
+            ("device_flops", self.device_flops > 0, "> 0"),
+            ("uplink", self.uplink > 0, "> 0"),
+            ("latency", self.latency >= 0, ">= 0"),
+        ]:
+            if not np.all(ok):
+                i = int(np.flatnonzero(~ok)[0])
+                raise InstanceError(f"users.{name}[{i}]: {float(getattr(self, name)[i])!r}; expected {what}")
+        for name in ("edge_flops", "unit_cost", "capacity", "posted_price"):
+            v = getattr(self, name)
+            if not v >= 0 or (name == "edge_flops" and v <= 0):
+                raise InstanceError(f"eip.{name}: {v!r}; expected a positive number")
+        if not self.base > 1:
+            raise InstanceError(f"base: {self.base!r}; expected a consensus grid base > 1")
+        if self.values is not None and len(self.values) != n:
+            raise InstanceError(f"users.values: {len(self.values)} values; expected one per user ({n})")
+
+    @property
+    def n_users(self) -> int:
+        return len(self.bids)
+
+    def true_values(self) -> np.ndarray:
+        return self.bids if self.values is None else self.values
+
+    def with_bids(self, bids: np.ndarray) -> Instance:
+        """The same market with other reported bids (true values kept)."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["values"] = self.true_values()
+        d["bids"] = bids
+        return Instance(**d)
+
+    # -- JSON --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        users = {k: getattr(self, k).tolist() for k in USER_FIELDS}
+        if self.values is not None:
+            users["values"] = self.values.tolist()
+        eip = {k: getattr(self, k) for k in ("edge_flops", "unit_cost", "capacity")}
+        eip["capacity"] = None if np.isinf(self.capacity) else self.capacity
+        return {
+            "workload": self.workload.to_dict(),
+            "users": users,
+            "eip": eip,
+            "base": self.base,
+            "posted_price": self.posted_price,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Instance:
+        if not isinstance(raw, dict):
+            raise InstanceError("instance: expected a JSON object with workload, users and eip")
+        for key in ("workload", "users"):
+            if key not in raw:
+                raise InstanceError(f"{key}: missing; expected an instance with workload, users and eip")
+        wl = raw["workload"]
+        workload = load_workload(wl) if isinstance(wl, str) else Workload.from_dict(wl)
+        users = raw["users"]
+        for k in USER_FIELDS:
+            if k not in users:
+                raise InstanceError(f"users.{k}: missing; expected a list with one number per user")
+        eip = dict(raw.get("eip", {}))
+        unknown = set(eip) - {"edge_flops", "unit_cost", "capacity"}
+        if unknown:
+            raise InstanceError(f"eip.{sorted(unknown)[0]}: unknown key; expected edge_flops, unit_cost, capacity")
+        if eip.get("capacity") is None:
+            eip["capacity"] = float("inf")
+        try:
+            return cls(
+                workload=workload,
+                **{k: users[k] for k in USER_FIELDS},
+                values=users.get("values"),
+                **{k: float(v) for k, v in eip.items()},
+                base=float(raw.get("base", np.e)),
+                posted_price=float(raw.get("posted_price", 1.0)),
+                extra=raw.get("extra", {}),
+            )
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, InstanceError):
+                raise
+            raise InstanceError(f"instance: {exc}") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Instance:
+        path = Path(path)
+        if not path.is_file():
+            raise InstanceError(f"instance file {str(path)!r} does not exist; expected a JSON instance")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise InstanceError(f"instance file {str(path)!r} is not valid JSON: {exc.msg}") from None
+
+
+# ----------------------------------------------------------------------------- 1. partitioning
+
+
+@dataclass
+class Plans:
+    exit: np.ndarray  # exit index per user, -1 if no feasible plan
+    cut: np.ndarray  # layers run on the device
+    edge_gflops: np.ndarray
+    cost: np.ndarray  # edge cost ($), inf if infeasible
+    latency: np.ndarray  # seconds
+
+    @property
+    def feasible(self) -> np.ndarray:
+        return self.exit >= 0
+
+
+def partition(inst: Instance, placement: str = "aeria") -> Plans:
+    """The edge-cheapest (exit, cut) per user meeting accuracy and deadline (bid-independent).
+
+    ``placement`` restricts the cuts for the baselines: ``device_only`` (everything on the
+    device), ``edge_only`` (upload the input), ``fixed_cut`` (half-way to the exit)."""
+    if placement not in PLACEMENTS:
+        raise InstanceError(f"placement: {placement!r}; expected one of {', '.join(PLACEMENTS)}")
+    w, n = inst.workload, inst.n_users
+    cum = np.concatenate([[0.0], np.cumsum(w.layer_flops)])
+    best = Plans(np.full(n, -1), np.zeros(n, dtype=int), np.zeros(n), np.full(n, np.inf), np.full(n, np.inf))
+    for e, (last, acc, head) in enumerate(zip(w.exit_after, w.exit_accuracy, w.exit_flops, strict=True)):
+        ok_acc = inst.accuracy_req <= acc + 1e-12
+        depth = last + 1  # layers up to and including the exit's layer
+        cuts = {"aeria": range(depth + 1), "device_only": [depth], "edge_only": [0], "fixed_cut": [depth // 2]}
+        for c in cuts[placement]:
+            on_device = (cum[c] + (head if c == depth else 0.0)) * inst.complexity
+            on_edge = ((cum[depth] - cum[c]) + (head if c < depth else 0.0)) * inst.complexity
+            upload = 0.0 if c == depth else (w.input_bytes if c == 0 else w.out_bytes[c - 1])
+            network = 0.0 if c == depth else inst.latency + upload / inst.uplink
+            latency = on_device / inst.device_flops + network + on_edge / inst.edge_flops
+            cost = on_edge / 1e9 * inst.unit_cost
+            ok = ok_acc & (latency <= inst.deadline)
+            better = ok & ((cost < best.cost) | ((cost == best.cost) & (latency < best.latency)))
+            best.exit[better], best.cut[better] = e, c
+            best.edge_gflops[better], best.cost[better], best.latency[better] = (
+                on_edge[better] / 1e9,
+                cost[better],
+                latency[better],
+            )
+    return best
+
+
+def capacity_pool(inst: Instance, plans: Plans, rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask of users admitted to the auction: all feasible ones if their edge loads fit,
+    else a seeded random priority order filled greedily — never a function of the bids."""
+    feasible = plans.feasible
+    if plans.edge_gflops[feasible].sum() <= inst.capacity:
+        return feasible
+    order = rng.permutation(inst.n_users)
+    pool = np.zeros(inst.n_users, dtype=bool)
+    used = 0.0
+    for i in order:
+        if feasible[i] and used + plans.edge_gflops[i] <= inst.capacity:
+            pool[i] = True
+            used += plans.edge_gflops[i]
+    return pool
+
+
+# ----------------------------------------------------------------------------- 2-5. the mechanism
+
+
+def f2(net: np.ndarray) -> float:
+    """F^(2): the best single-price revenue with at least two winners, max_{k>=2} k b_(k)."""
+    b = np.sort(net[net > 0])[::-1]
+    if len(b) < 2:
+        return 0.0
+    k = np.arange(1, len(b) + 1)
+    return float((k * b)[1:].max())
+
+
+def round_down(x: np.ndarray | float, base: float, u: float) -> np.ndarray:
+    """Largest point of the random grid {base^(z + u) : z integer} not above x (0 for x <= 0)."""
+    x = np.asarray(x, dtype=float)
+    with np.errstate(divide="ignore"):
+        z = np.floor(np.log(np.where(x > 0, x, 1.0)) / np.log(base) - u)
+    return np.where(x > 0, base ** (z + u), 0.0)
+
+
+def f2_without_each(b: np.ndarray) -> np.ndarray:
+    """F^(2) of the bids with each one removed, for bids sorted descending (O(n))."""
+    n = len(b)
+    out = np.zeros(n)
+    if n < 3:
+        return out  # removing one leaves fewer than two bidders
+    k = np.arange(n + 1)
+    # P[k] = k b[k-1] (k-th highest of the others when k <= j); prefix max over 2..j
+    p = np.full(n + 1, -np.inf)
+    p[2:] = k[2:] * b[1:]
+    prefix = np.maximum.accumulate(p)  # prefix[j] = max_{k<=j} P[k]
+    # Q[k] = k b[k] (k-th highest of the others when k > j), k = 1..n-1; suffix max
+    q = np.full(n + 1, -np.inf)
+    q[1:n] = k[1:n] * b[1:n]
+    suffix = np.maximum.accumulate(q[::-1])[::-1]  # suffix[m] = max_{k>=m} Q[k]
+    j = np.arange(n)
+    out = np.maximum(prefix[j], suffix[np.maximum(2, j + 1)])
+    return np.maximum(out, 0.0)
+
+
+def thresholds(b: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """For bids sorted descending and each user's own target R_j: t_j = R_j / K_j with K_j the
+    largest group size (j included, K >= 2) whose K-1 other members each cover R_j / K."""
+    n = len(b)
+    t = np.full(n, np.inf)
+    if n < 2:
+        return t
+    kk = np.arange(n + 1, dtype=float)
+    b_pad = np.concatenate([b, [-np.inf]])
+    j = np.arange(n)
+    for r in np.unique(targets[targets > 0]):
+        mine = targets == r
+        # K <= j+1: the (K-1)-th highest other is b[K-2]; K >= j+2: it is b[K-1]
+        a_ok = np.zeros(n + 1, dtype=bool)
+        a_ok[2:] = kk[2:] * b_pad[: n - 1] >= r
+        last_a = np.maximum.accumulate(np.where(a_ok, np.arange(n + 1), 0))  # largest K <= m with A
+        b_ok = np.zeros(n + 1, dtype=bool)
+        b_ok[2:] = kk[2:] * b_pad[1:n] >= r
+        last_b = int(np.flatnonzero(b_ok).max()) if b_ok.any() else 0
+        k_best = np.maximum(last_a[np.minimum(j + 1, n)], np.where(last_b >= j + 2, last_b, 0))
+        ok = mine & (k_best >= 2)
+        t[ok] = r / k_best[ok]
+    return t
+
+
+@dataclass
+class Outcome:
+    winners: np.ndarray  # user indices
+    payments: np.ndarray  # per user ($): edge cost + service price for winners, 0 otherwise
+    plans: dict[str, np.ndarray]  # exit and cut per user (-1 where infeasible)
+    revenue: float  # the ASP's service revenue: payments minus edge costs of winners
+    eip_payment: float  # what the ASP pays the EIP for winners' edge compute
+    utilities: np.ndarray  # true value - payment for winners, 0 otherwise
+    target: float  # the consensus target from all bids (consensus variant's R)
+    prices: np.ndarray  # service price offered to each user (inf: cannot win)
+    f2: float
+    admitted: int  # users in the capacity pool
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "winners": self.winners.tolist(),
+            "payments": self.payments.tolist(),
+            "plans": {k: v.tolist() for k, v in self.plans.items()},
+            "revenue": self.revenue,
+            "eip_payment": self.eip_payment,
+            "utilities": self.utilities.tolist(),
+            "target": self.target,
+            "prices": [None if not np.isfinite(p) else float(p) for p in self.prices],
+            "f2": self.f2,
+            "admitted": self.admitted,
+            "seconds": self.seconds,
+        }
+
+
+def run_auction(inst: Instance, seed: int, variant: str = "threshold", placement: str = "aeria") -> Outcome:
+    """One round of AERIA (see the module docstring). Same seed, same outcome."""
+    if variant not in VARIANTS:
+        raise InstanceError(f"variant: {variant!r}; expected one of {', '.join(VARIANTS)}")
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    u = float(rng.uniform())  # the consensus grid offset
+    plans = partition(inst, placement)
+    pool = capacity_pool(inst, plans, np.random.default_rng([seed, 1]))
+    idx = np.flatnonzero(pool)
+    net = np.where(pool, inst.bids - np.where(plans.feasible, plans.cost, 0.0), -np.inf)
+    order = idx[np.argsort(-net[idx], kind="stable")]  # admitted users, highest net bid first
+    b = np.maximum(net[order], 0.0)
+    target = float(round_down(f2(b), inst.base, u))
+    prices = np.full(inst.n_users, np.inf)
+    if variant == "consensus":
+        k = np.arange(1, len(b) + 1)
+        ok = (k * b >= target) & (k >= 2) & (target > 0)
+        if ok.any():
+            k_star = int(k[ok].max())
+            prices[order] = target / k_star
+            win_sorted = np.zeros(len(b), dtype=bool)
+            win_sorted[:k_star] = True
+        else:
+            win_sorted = np.zeros(len(b), dtype=bool)
+    else:
+        targets = round_down(f2_without_each(b), inst.base, u)
+        t = thresholds(b, targets)
+        prices[order] = t
+        win_sorted = b >= t
+    winners = np.sort(order[win_sorted])  # prices are positive, so every winner's net bid is too
+    payments = np.zeros(inst.n_users)
+    payments[winners] = plans.cost[winners] + prices[winners]
+    values = inst.true_values()
+    utilities = np.zeros(inst.n_users)
+    utilities[winners] = values[winners] - payments[winners]
+    return Outcome(
+        winners=winners,
+        payments=payments,
+        plans={"exit": np.where(plans.feasible, plans.exit, -1), "cut": np.where(plans.feasible, plans.cut, -1)},
+        revenue=float(prices[winners].sum()),
+        eip_payment=float(plans.cost[winners].sum()),
+        utilities=utilities,
+        target=target,
+        prices=prices,
+        f2=f2(b),
+        admitted=int(pool.sum()),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def generate(
+    n_users: int, workload: Workload | str, rng: np.random.Generator, capacity_share: float | None = None
+) -> Instance:
+    """A random market on ``workload``: devices from the edge tiers (phones, boards, laptops),
+    requirements spread so early exits and device cuts matter, values around the edge cost."""
+    from edgefm.edge.devices import sample_population
+
+    if n_users < 0:
+        raise InstanceError(f"n_users: {n_users}; expected >= 0")
+    w = load_workload(workload) if isinstance(workload, str) else workload
+    devices = sample_population(
+        max(n_users, 1), {"low_end_phone": 0.4, "high_end_phone": 0.4, "embedded_gpu": 0.2}, 0.2, rng
+    )[:n_users]
+    total = float(np.sum(w.layer_flops))
+    edge_flops, unit_cost = 4e12, 1e-3
+    complexity = rng.uniform(0.5, 2.0, n_users)
+    full_edge_time = total * complexity / edge_flops + w.input_bytes / np.array([d.uplink_bps for d in devices])
+    acc = np.array(w.exit_accuracy)
+    full_cost = total * complexity / 1e9 * unit_cost
+    values = full_cost * rng.lognormal(mean=0.7, sigma=0.6, size=n_users)
+    inst = Instance(
+        workload=w,
+        bids=values,
+        values=values,
+        accuracy_req=rng.uniform(0.6 * acc.min(), acc.max(), n_users),
+        deadline=full_edge_time * rng.uniform(0.6, 4.0, n_users) + 0.05,
+        complexity=complexity,
+        device_flops=[d.flops_per_s for d in devices],
+        uplink=[d.uplink_bps for d in devices],
+        latency=[d.latency_s for d in devices],
+        edge_flops=edge_flops,
+        unit_cost=unit_cost,
+        posted_price=float(np.median(full_cost) * 0.8),
+    )
+    if capacity_share is not None:  # a share of the edge load the users' own plans would need
+        plans = partition(inst)
+        inst.capacity = capacity_share * float(plans.edge_gflops[plans.feasible].sum())
+    return inst
