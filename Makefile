@@ -32,6 +32,9 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.runtime_overhead
 	$(BIN)/python -m benchmarks.client_memory
+	$(BIN)/python -m benchmarks.lmaas
+	$(BIN)/python -m benchmarks.aeria
+	$(BIN)/python -m benchmarks.robustness
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -6,6 +6,8 @@ an hour in money. Pure arithmetic; no torch.
 
 Tier numbers are *sustained* figures for fp32 training-style workloads, well below datasheet
 peaks, and the energy per FLOP is board power divided by that sustained rate. Sources:
+- IoT camera node: a Raspberry Pi 4 class board (4x Cortex-A72 at 1.5 GHz, 48 GFLOP/s fp32
+  NEON peak; community PyTorch/TFLite benchmarks sustain roughly 5-10 GFLOP/s), ~6 W, Wi-Fi.
 - Phones: Ignatov et al., "AI Benchmark: All About Deep Learning on Smartphones in 2019"
   (ICCVW 2019) — low-end SoCs sustain ~10-30 GFLOP/s fp32 on CNNs, flagships ~100-300
   through GPU/NPU delegates; ~2-4 W under sustained load.
@@ -78,6 +80,7 @@ def _tier(
 
 # Named tiers (see the module docstring for where each number comes from).
 TIERS: dict[str, DeviceProfile] = {
+    "iot_camera": _tier("iot_camera", 8, 1.5, 20, 50, 10, 6.0, 0.5, 0.01),
     "low_end_phone": _tier("low_end_phone", 20, 1.5, 5, 20, 60, 2.0, 3.0, 0.02),
     "high_end_phone": _tier("high_end_phone", 150, 4, 20, 100, 30, 4.0, 1.5, 0.05),
     "embedded_gpu": _tier("embedded_gpu", 500, 6, 50, 100, 10, 12.0, 0.5, 0.08),

@@ -16,7 +16,9 @@ task complexity (a FLOPs multiplier), a device and an uplink, and holds a privat
 2. **Net bids**: b'_i = b_i - cost_i.
 3. **Revenue target**: a random consensus estimate (Goldberg & Hartline, "Competitiveness via
    consensus", SODA 2003) of F^(2), the best revenue of a single price with at least two winners:
-   F^(2) rounded down to the grid {c^(z + U)}, base c, U ~ Uniform[0, 1) drawn from the seed.
+   F^(2) rounded down to the grid {c^(z + U)}, base c (1.2 by default: the rounding keeps
+   (c - 1) / (c ln c) of F^(2) in expectation, 0.63 at c = e but 0.91 at 1.2, and the threshold
+   variant is truthful for every c), U ~ Uniform[0, 1) drawn from the seed.
 4. **Cost sharing** (Moulin): the largest set of k users whose net bids each cover target/k win;
    each pays its edge cost + target/k; losers pay nothing (``variant="consensus"``).
 5. **Bid-independent variant** (``variant="threshold"``, the default): each user i gets the
@@ -70,7 +72,7 @@ class Instance:
     edge_flops: float = 4e12  # FLOP/s the edge gives one job
     unit_cost: float = 1e-3  # $ per GFLOP of edge compute
     capacity: float = float("inf")  # edge GFLOPs available in this round
-    base: float = float(np.e)  # consensus grid base c
+    base: float = 1.2  # consensus grid base c (public, fixed in advance; see docs/aeria.md)
     posted_price: float = 1.0  # the fixed posted-price baseline's service price ($)
     values: np.ndarray | None = None  # true values, for utilities (default: the bids)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -163,7 +165,7 @@ class Instance:
                 **{k: users[k] for k in USER_FIELDS},
                 values=users.get("values"),
                 **{k: float(v) for k, v in eip.items()},
-                base=float(raw.get("base", np.e)),
+                base=float(raw.get("base", 1.2)),
                 posted_price=float(raw.get("posted_price", 1.0)),
                 extra=raw.get("extra", {}),
             )
@@ -327,6 +329,7 @@ class Outcome:
     prices: np.ndarray  # service price offered to each user (inf: cannot win)
     f2: float
     admitted: int  # users in the capacity pool
+    pool: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # who was admitted
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -341,6 +344,7 @@ class Outcome:
             "prices": [None if not np.isfinite(p) else float(p) for p in self.prices],
             "f2": self.f2,
             "admitted": self.admitted,
+            "pool": self.pool.tolist(),
             "seconds": self.seconds,
         }
 
@@ -392,6 +396,7 @@ def run_auction(inst: Instance, seed: int, variant: str = "threshold", placement
         prices=prices,
         f2=f2(b),
         admitted=int(pool.sum()),
+        pool=pool,
         seconds=time.perf_counter() - start,
     )
 
@@ -399,29 +404,34 @@ def run_auction(inst: Instance, seed: int, variant: str = "threshold", placement
 def generate(
     n_users: int, workload: Workload | str, rng: np.random.Generator, capacity_share: float | None = None
 ) -> Instance:
-    """A random market on ``workload``: devices from the edge tiers (phones, boards, laptops),
-    requirements spread so early exits and device cuts matter, values around the edge cost."""
+    """A random market on ``workload``.
+
+    Devices: 40% IoT cameras, 30% low-end and 20% high-end phones, 10% embedded GPU boards
+    (``edge/devices.py``) — the weak devices are who needs the edge. Accuracy requirements lie
+    between the second exit's accuracy and the best; deadlines are application-level, 30-300 ms;
+    task complexity scales FLOPs by 0.5-4 (input resolution); values are log-normal around the
+    edge cost of the full model. ``capacity_share``: edge capacity as a share of the load all
+    feasible users' plans need (None: unlimited).
+    """
     from edgefm.edge.devices import sample_population
 
     if n_users < 0:
         raise InstanceError(f"n_users: {n_users}; expected >= 0")
     w = load_workload(workload) if isinstance(workload, str) else workload
-    devices = sample_population(
-        max(n_users, 1), {"low_end_phone": 0.4, "high_end_phone": 0.4, "embedded_gpu": 0.2}, 0.2, rng
-    )[:n_users]
+    mix = {"iot_camera": 0.4, "low_end_phone": 0.3, "high_end_phone": 0.2, "embedded_gpu": 0.1}
+    devices = sample_population(max(n_users, 1), mix, 0.2, rng)[:n_users]
     total = float(np.sum(w.layer_flops))
     edge_flops, unit_cost = 4e12, 1e-3
-    complexity = rng.uniform(0.5, 2.0, n_users)
-    full_edge_time = total * complexity / edge_flops + w.input_bytes / np.array([d.uplink_bps for d in devices])
-    acc = np.array(w.exit_accuracy)
+    complexity = rng.uniform(0.5, 4.0, n_users)
+    acc = np.sort(np.array(w.exit_accuracy))
     full_cost = total * complexity / 1e9 * unit_cost
     values = full_cost * rng.lognormal(mean=0.7, sigma=0.6, size=n_users)
     inst = Instance(
         workload=w,
         bids=values,
         values=values,
-        accuracy_req=rng.uniform(0.6 * acc.min(), acc.max(), n_users),
-        deadline=full_edge_time * rng.uniform(0.6, 4.0, n_users) + 0.05,
+        accuracy_req=rng.uniform(acc[min(1, len(acc) - 1)], acc[-1], n_users),
+        deadline=rng.uniform(0.03, 0.3, n_users),
         complexity=complexity,
         device_flops=[d.flops_per_s for d in devices],
         uplink=[d.uplink_bps for d in devices],

@@ -45,13 +45,14 @@ def ir_violations(outcome, inst, tol: float = 1e-9) -> int:
     return int((outcome.payments[w] > values[w] + tol * np.maximum(1.0, values[w])).sum())
 
 
-def envy_violations(outcome, inst, costs: np.ndarray, tol: float = 1e-9) -> int:
-    """Users who would rather have the cheapest service price any winner got (keeping their own
-    edge cost): value - cost - min winner price > own utility."""
+def envy_violations(outcome, inst, costs: np.ndarray, among: np.ndarray | None = None, tol: float = 1e-9) -> int:
+    """Users (all, or the mask ``among``) who would rather have the cheapest service price any
+    winner got (keeping their own edge cost): value - cost - min winner price > own utility."""
     if len(outcome.winners) == 0:
         return 0
     values = inst.true_values()
     cheapest = float(np.min(outcome.payments[outcome.winners] - costs[outcome.winners]))
     with np.errstate(invalid="ignore"):
         envy = values - costs - cheapest - outcome.utilities
-    return int(np.sum(np.isfinite(costs) & (envy > tol * np.maximum(1.0, values))))
+    who = np.isfinite(costs) if among is None else np.isfinite(costs) & among
+    return int(np.sum(who & (envy > tol * np.maximum(1.0, values))))

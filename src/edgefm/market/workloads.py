@@ -7,7 +7,10 @@ The four CNN profiles are computed here from their published architectures at 22
 - VGG-16: Simonyan & Zisserman, ICLR 2015 (configuration D).
 - ResNet-50: He, Zhang, Ren, Sun, CVPR 2016 (bottleneck blocks [3, 4, 6, 3]).
 - MobileNetV2: Sandler et al., CVPR 2018 (Table 2: t, c, n, s).
-Totals come out at the familiar 0.71, 15.5, 4.1 and 0.30 GMACs. Final-exit accuracy is each
+Totals come out at the familiar 0.71, 15.5, 4.1 and 0.30 GMACs. What crosses the network is
+what split-computing systems send: the input as a JPEG (~10:1 on 224x224x3 bytes, 15 KB) and
+cut activations quantised to 8 bits (one byte per element; Eshratifar et al., BottleNet 2019;
+Matsubara et al., ACM CSUR 2022 survey of split computing). Final-exit accuracy is each
 model's ImageNet top-1 (torchvision reference weights). The accuracy of the *intermediate*
 exits is not published for these ImageNet models: we assume the shape reported for early-exit
 networks (Teerapittayanon et al., BranchyNet 2016; Kaya et al., Shallow-Deep Networks 2019):
@@ -28,6 +31,7 @@ from typing import Any
 from edgefm import EdgefmError
 
 DATA = Path(__file__).resolve().parent / "data"
+JPEG_BYTES = 3 * 224 * 224 / 10  # a 224x224 RGB image as a JPEG at ~10:1
 EXIT_FRACTIONS = (0.55, 0.78, 0.93)  # assumed accuracy of the 1/4, 1/2, 3/4-depth exits, relative
 
 
@@ -98,7 +102,7 @@ class _Net:
         self.names.append(name)
         self.flops.append(flops + self._pending)
         self._pending = 0.0
-        self.out.append(4.0 * self.c * self.h * self.h)
+        self.out.append(1.0 * self.c * self.h * self.h)  # int8-quantised activation
 
 
 def _finish(net: _Net, name: str, top1: float, widths: list[int], source: str) -> Workload:
@@ -112,7 +116,7 @@ def _finish(net: _Net, name: str, top1: float, widths: list[int], source: str) -
         tuple(net.names),
         tuple(net.flops),
         tuple(net.out),
-        4.0 * 3 * 224 * 224,
+        JPEG_BYTES,
         tuple(exit_after),
         tuple(acc),
         tuple(head),

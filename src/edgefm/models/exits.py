@@ -111,7 +111,7 @@ def profile(
         "name": f"{backbone.name}_{data_name}",
         "layer_names": [f"layer{k}" for k in range(n)],
         "layer_flops": flops,
-        "out_bytes": [4.0 * seq_len * hidden] * n,  # float32 hidden states
+        "out_bytes": [1.0 * seq_len * hidden] * n,  # hidden states quantised to int8, as for the CNNs
         "input_bytes": 4.0 * seq_len,  # int32 token ids
         "exit_after": list(range(n)),
         "exit_accuracy": accuracy,

@@ -137,6 +137,38 @@ ROUND_COLUMNS = [
 ]
 
 
+def robustness_section(run_dir: Path) -> list[str]:
+    """A table of ``robustness.json`` (written by ``edgefm robust --run``), if the run has one."""
+    path = Path(run_dir) / "robustness.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    rows = []
+    for r in data["results"]:
+        ref = data.get("chatgpt_reference", {}).get(r["suite"], {})
+        rows.append(
+            {
+                "suite": r["suite"],
+                "n": r.get("n"),
+                "accuracy": r.get("accuracy"),
+                "attack_success_rate": r.get("attack_success_rate"),
+                "macro_f1": r.get("macro_f1"),
+                "drop_from_clean": r.get("drop_from_clean"),
+                "chatgpt": ref.get("attack_success_rate", ref.get("macro_f1")),
+                "note": r.get("skipped", ""),
+            }
+        )
+    cols = ["suite", "n", "accuracy", "attack_success_rate", "macro_f1", "drop_from_clean", "chatgpt", "note"]
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.get("notes", []))
+    return [
+        f"<h2>Robustness — {html.escape(data['model'])}</h2>",
+        _table(rows, cols),
+        "<p>chatgpt: the published figure on the same file (ASR for AdvGLUE, macro-F1 x100 out of "
+        "distribution; Wang et al. 2023).</p>",
+        f"<ul>{notes}</ul>" if notes else "",
+    ]
+
+
 def write_report(run_dirs: list[Path], out: Path, sections: list[str] | None = None) -> Path:
     """One self-contained HTML page (PNG plots inlined) for one run or a comparison of several."""
     runs = [read_run(d) for d in run_dirs]
@@ -186,6 +218,8 @@ def write_report(run_dirs: list[Path], out: Path, sections: list[str] | None = N
         parts += [f"<h2>Rounds — {html.escape(run['name'])}</h2>", _table(run["rounds"], ROUND_COLUMNS)]
         if len(runs) == 1 and run["config"]:
             parts += ["<h2>Config</h2>", f"<pre>{html.escape(yaml.safe_dump(run['config'], sort_keys=False))}</pre>"]
+    for run in runs:
+        parts += robustness_section(run["dir"])
     parts += sections or []
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

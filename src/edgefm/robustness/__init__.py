@@ -1,0 +1,1 @@
+"""Robustness evaluation: adversarial and out-of-distribution suites, perturbations, metrics."""
