@@ -7,6 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: setup demo test test-fast bench lint clean
@@ -17,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,flower]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.lmaas
 	$(BIN)/python -m benchmarks.aeria
 	$(BIN)/python -m benchmarks.robustness
+	$(BIN)/python -m benchmarks.flower_engine
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

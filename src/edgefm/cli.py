@@ -118,7 +118,15 @@ def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: 
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
-        Engine(scenario, RichProgress(progress)).run(run_dir, resume=resume is not None)
+        if cfg.engine == "flower":
+            try:
+                from edgefm.fl.flower import run_simulation
+            except ImportError:
+                fail("engine=flower needs Flower: pip install -c constraints.txt -e '.[flower]'")
+
+            run_simulation(cfg, run_dir, RichProgress(progress), resume=resume is not None)
+        else:
+            Engine(scenario, RichProgress(progress)).run(run_dir, resume=resume is not None)
     run = read_run(run_dir)
     extra = {
         "parameters_total": counts["total"],
@@ -187,9 +195,12 @@ def train(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/<config>-<algorithm>-...)."),
     resume: Path | None = typer.Option(None, "--resume", help="Finish an interrupted run from its folder."),
+    engine: str | None = typer.Option(None, "--engine", help="inprocess (default) or flower (Flower simulation)."),
 ) -> None:
     """Train with a config: federated, local-only or centralized, as the config says."""
     extra = list(extra or [])
+    if engine is not None:
+        extra.append(f"engine={engine}")
     if config_file is not None and "=" in config_file and not Path(config_file).exists():
         extra.insert(0, config_file)  # `train --set a=1 b=2` with no config: b=2 landed here
         config_file = None

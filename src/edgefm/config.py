@@ -137,6 +137,21 @@ class EdgeConfig:
 
 
 @dataclass(frozen=True)
+class FlowerConfig:
+    """Settings of the Flower engine (``engine: flower``); ignored by the in-process engine."""
+
+    round_timeout: float = 600.0  # seconds a round waits for replies; late clients count as dropped
+    client_cpus: int = 1  # CPUs (and torch threads) per simulated client
+    parallel: int | None = None  # simulated clients at once (default: the machine's cores / client_cpus)
+
+    def __post_init__(self) -> None:
+        _check_range("flower.round_timeout", self.round_timeout, lo=0.0, open_lo=True)
+        _check_range("flower.client_cpus", self.client_cpus, lo=1)
+        if self.parallel is not None:
+            _check_range("flower.parallel", self.parallel, lo=1)
+
+
+@dataclass(frozen=True)
 class AlgorithmConfig:
     """Base of every algorithm's own config; subclasses add their hyper-parameters."""
 
@@ -150,12 +165,14 @@ class RunConfig:
     clients: int = 10
     fraction: float = 1.0  # share of clients sampled each round
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    engine: Literal["inprocess", "flower"] = "inprocess"  # where clients run (see fl/flower.py)
     eval_every: int = 1  # evaluate the global model every k rounds (and always at the last)
     data: DataConfig = field(default_factory=DataConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
+    flower: FlowerConfig = field(default_factory=FlowerConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
 
     def __post_init__(self) -> None:
@@ -329,6 +346,17 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def loads(text: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """A config from YAML text (how the Flower engine ships it to nodes), with overrides."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config text is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("config text: expected a mapping at the top level")
+    return build(RunConfig, merge(raw, parse_overrides(overrides)))
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -32,6 +32,7 @@ class Ledger:
         reason: str = "",
         extra_bytes_up: int = 0,
         metrics: dict | None = None,
+        extra: dict | None = None,
     ) -> dict[str, Any]:
         down = nbytes(payload_down)
         up = (nbytes(payload_up) if payload_up is not None else 0) + extra_bytes_up
@@ -53,6 +54,7 @@ class Ledger:
             "joules": cost["total"].joules,
             "dollars": cost["total"].dollars,
             **{f"client_{k}": v for k, v in (metrics or {}).items()},
+            **(extra or {}),
         }
         self.clients.append(row)
         return row

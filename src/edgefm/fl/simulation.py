@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from edgefm import EdgefmError
 from edgefm.fl import checkpoint
 from edgefm.fl.ledger import Ledger
 from edgefm.fl.scenario import Scenario
-from edgefm.fl.strategy import ClientUpdate, Tensors, seed_for
+from edgefm.fl.strategy import ClientTask, ClientUpdate, Tensors, seed_for
 
 log = logging.getLogger("edgefm.fl")
 
@@ -43,60 +44,101 @@ def sample_clients(seed: int, rnd: int, n: int, fraction: float) -> list[int]:
     return sorted(rng.choice(n, size=k, replace=False).tolist())
 
 
+@dataclass
+class Reply:
+    """One client's answer to a task, as a transport delivers it."""
+
+    client_id: int
+    update: ClientUpdate | None  # None: the client dropped (crashed, timed out)
+    error: str = ""
+    wire_bytes_up: int | None = None  # serialised message sizes, where the transport knows them
+    wire_bytes_down: int | None = None
+
+
+class InProcess:
+    """The in-process transport: clients take turns on the shared workbench, in this process.
+    Their private state (local experts, personalized heads) is held here, per client."""
+
+    def __init__(self, scenario: Scenario):
+        self.sc = scenario
+        self.private: dict[int, Tensors] = {}
+
+    def train(self, rnd: int, tasks: dict[int, ClientTask]) -> list[Reply]:
+        sc, replies = self.sc, []
+        for cid, task in tasks.items():
+            try:
+                update = sc.strategy.client_update(task, sc.workbench, sc.clients[cid], self.private.get(cid))
+            except Exception as exc:  # a failing device must not stop the round
+                replies.append(Reply(cid, None, f"{type(exc).__name__}: {exc}"))
+                continue
+            if update.private is not None:
+                self.private[cid] = update.private
+            replies.append(Reply(cid, update))
+        return replies
+
+    def evaluate(self, rnd: int, state: Tensors) -> dict[str, float]:
+        sc = self.sc
+        return sc.strategy.evaluate(state, sc.workbench, sc.test, sc.clients, self.private)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"private": self.private}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.private = saved.get("private", {})
+
+
 class Engine:
-    def __init__(self, scenario: Scenario, callbacks: Callbacks | None = None):
+    """The one round loop; where clients run is the transport's business (in-process or Flower)."""
+
+    def __init__(self, scenario: Scenario, callbacks: Callbacks | None = None, transport=None):
         self.sc = scenario
         self.cb = callbacks or Callbacks()
+        self.transport = transport if transport is not None else InProcess(scenario)
 
     def run(self, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
         sc, cfg = self.sc, self.sc.cfg
-        strategy, wb = sc.strategy, sc.workbench
         if resume:
             if run_dir is None:
                 raise EdgefmError("resume needs a run folder")
             saved = checkpoint.load(run_dir)
-            state, private = saved["state"], saved["private"]
+            state = saved["state"]
+            self.transport.load_state_dict(saved)
             ledger, start = Ledger.from_state(saved["ledger"]), saved["round"] + 1
             self._rewrite_metrics(run_dir, ledger)
         else:
-            state, private, ledger, start = strategy.initial_state(wb), {}, Ledger(), 1
+            state, ledger, start = sc.strategy.initial_state(sc.workbench), Ledger(), 1
         self.cb.on_run_start(cfg.rounds, start)
         for rnd in range(start, cfg.rounds + 1):
-            state = self._round(rnd, state, private, ledger, run_dir)
-        return {"state": state, "private": private, "ledger": ledger}
+            state = self._round(rnd, state, ledger, run_dir)
+        return {"state": state, "private": getattr(self.transport, "private", {}), "ledger": ledger}
 
-    def _round(
-        self, rnd: int, state: Tensors, private: dict[int, Tensors], ledger: Ledger, run_dir: Path | None
-    ) -> Tensors:
+    def _round(self, rnd: int, state: Tensors, ledger: Ledger, run_dir: Path | None) -> Tensors:
         sc, cfg = self.sc, self.sc.cfg
-        strategy, wb = sc.strategy, sc.workbench
+        strategy = sc.strategy
         t0 = time.perf_counter()
         sampled = sample_clients(cfg.seed, rnd, len(sc.clients), 1.0 if strategy.pooled else cfg.fraction)
         self.cb.on_round_start(rnd, sampled)
         tasks = strategy.configure(rnd, state, [sc.devices[i] for i in sampled])
-        updates: list[ClientUpdate] = []
-        dropped: dict[int, str] = {}
-        for cid, task in tasks.items():
-            try:
-                update = strategy.client_update(task, wb, sc.clients[cid], private.get(cid))
-            except Exception as exc:  # a failing device must not stop the round
-                log.warning("round %d: client %d dropped: %s", rnd, cid, exc)
-                dropped[cid] = f"{type(exc).__name__}: {exc}"
-                continue
-            if update.private is not None:
-                private[cid] = update.private
-            updates.append(update)
+        replies = {r.client_id: r for r in self.transport.train(rnd, tasks)}
+        for cid in tasks:
+            if cid not in replies:
+                replies[cid] = Reply(cid, None, "no reply (timed out)")
+        dropped = {cid: r.error for cid, r in replies.items() if r.update is None}
+        for cid, why in dropped.items():
+            log.warning("round %d: client %d dropped: %s", rnd, cid, why)
         if tasks and len(dropped) == len(tasks):
             first = next(iter(dropped.values()))
             raise EdgefmError(f"round {rnd}: every client failed; first error: {first}")
+        updates = [replies[cid].update for cid in tasks if cid not in dropped]
         result = strategy.aggregate(rnd, state, updates, tasks)
-        by_id = {u.client_id: u for u in updates}
         for cid, task in tasks.items():
-            device = sc.devices[cid]
+            device, reply = sc.devices[cid], replies[cid]
+            wire = {"wire_bytes_up": reply.wire_bytes_up, "wire_bytes_down": reply.wire_bytes_down}
+            wire = {k: v for k, v in wire.items() if v is not None}
             if cid in dropped:
-                row = ledger.record_client(rnd, device, task.payload, None, 0.0, 0, "dropped", dropped[cid])
+                row = ledger.record_client(rnd, device, task.payload, None, 0.0, 0, "dropped", dropped[cid], extra=wire)
             else:
-                u = by_id[cid]
+                u = reply.update
                 status = "rejected" if cid in result.rejected else "ok"
                 down, up = ({}, {}) if u.colocated else (task.payload, u.payload)
                 row = ledger.record_client(
@@ -110,12 +152,13 @@ class Engine:
                     result.rejected.get(cid, ""),
                     u.extra_bytes_up,
                     u.metrics,
+                    extra=wire,
                 )
             self.cb.on_client_end(rnd, cid, row)
         state = result.state
         metrics: dict[str, float] = {}
         if rnd % cfg.eval_every == 0 or rnd == cfg.rounds:
-            metrics = strategy.evaluate(state, wb, sc.test, sc.clients, private)
+            metrics = self.transport.evaluate(rnd, state)
         summary = ledger.close_round(rnd, metrics, time.perf_counter() - t0)
         if run_dir is not None:
             with open(Path(run_dir) / "metrics.jsonl", "a") as fh:
@@ -124,7 +167,9 @@ class Engine:
                 for row in ledger.clients:
                     if row["round"] == rnd:
                         fh.write(json.dumps(row) + "\n")
-            checkpoint.save(run_dir, {"round": rnd, "state": state, "private": private, "ledger": ledger.state_dict()})
+            checkpoint.save(
+                run_dir, {"round": rnd, "state": state, "ledger": ledger.state_dict(), **self.transport.state_dict()}
+            )
         self.cb.on_round_end(summary)
         return state
 

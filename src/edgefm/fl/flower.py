@@ -1,0 +1,371 @@
+"""The same Strategy, unchanged, on Flower: a ServerApp and a ClientApp on Flower's Message API.
+
+Flower (Beutel et al., "Flower: A Friendly Federated Learning Research Framework", 2020),
+``flwr`` 1.41: the ServerApp's main receives a ``Grid`` and sends ``Message``s whose content is
+a ``RecordDict`` (``ArrayRecord`` for tensors, ``ConfigRecord``/``MetricRecord`` for scalars);
+a ClientApp answers ``query``, ``train`` and ``evaluate`` messages with a persistent ``Context``.
+
+How edgefm maps onto it. The ServerApp runs edgefm's own round loop (``Engine``) with a
+:class:`FlowerTransport`: the Strategy's ``configure`` and ``aggregate`` run on the server, its
+``client_update`` on the node that holds the partition (``node_config["partition-id"]``), so a
+method written once runs in both engines. Payloads travel as ``ArrayRecord``s; the ledger keeps
+the payload tensors' bytes (as in-process, so the two engines agree) and adds the serialised
+record sizes as ``wire_bytes_up/down``. A client's private state (local experts, personalized
+heads) lives in the node's ``context.state``, never on the server. Clients that crash or do not
+answer within ``flower.round_timeout`` are recorded as dropped and the round aggregates the rest.
+Per-client metrics are computed on the nodes (local test splits; for personalized methods also
+their own model on the global test set), global ones on the server.
+
+Nodes learn the run's resolved config from every message (a few KB of YAML, in the wire bytes),
+and the server maps partitions to nodes with one ``query`` round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from edgefm import EdgefmError, config
+from edgefm.fl.simulation import Callbacks, Engine, Reply
+from edgefm.fl.strategy import ClientTask, ClientUpdate, Tensors
+
+log = logging.getLogger("edgefm.fl")
+CONFIG_KEY = "edgefm-config"  # run_config / message key holding the resolved YAML config
+RUN_DIR_KEY = "edgefm-run-dir"
+SET_KEY = "edgefm-set"  # space-separated dotted overrides, as --set takes them
+FAULT_ENV = "EDGEFM_FLOWER_FAULT"  # "PARTITION:ROUND[,...]": that client crashes then (fault-injection tests)
+
+
+def _to_record(tensors: Tensors) -> ArrayRecord:
+    return ArrayRecord.from_torch_state_dict({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+
+
+def _from_record(record: ArrayRecord) -> Tensors:
+    return dict(record.to_torch_state_dict())
+
+
+def _split_config(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Tensors]]:
+    """Scalars go in a ConfigRecord; tensor-valued entries (e.g. an initial state) as ArrayRecords."""
+    scalars, arrays = {}, {}
+    for k, v in cfg.items():
+        if isinstance(v, dict) and all(isinstance(t, torch.Tensor) for t in v.values()):
+            arrays[k] = v
+        elif isinstance(v, bool | int | float | str):
+            scalars[k] = v
+        else:
+            raise EdgefmError(f"task config {k!r}: {type(v).__name__} cannot travel in a Flower message")
+    return scalars, arrays
+
+
+# ----------------------------------------------------------------------------- client side
+
+_SCENARIOS: dict[str, Any] = {}  # per node process: the scenario built once per config
+
+
+def _scenario(cfg_yaml: str, threads: int):
+    key = hashlib.sha256(cfg_yaml.encode()).hexdigest()
+    if key not in _SCENARIOS:
+        from edgefm.fl.scenario import build
+
+        torch.set_num_threads(threads)  # parallel clients get one thread each (2 x 2 threads run at 40%)
+        _SCENARIOS.clear()
+        _SCENARIOS[key] = build(config.loads(cfg_yaml))
+    return _SCENARIOS[key]
+
+
+def _partition(context: Context) -> int:
+    if "partition-id" not in context.node_config:
+        raise EdgefmError("node_config has no partition-id; start the SuperNode with --node-config 'partition-id=K'")
+    return int(context.node_config["partition-id"])
+
+
+def _faulty(partition: int, rnd: int) -> bool:
+    spec = os.environ.get(FAULT_ENV, "")
+    return any(item.strip() == f"{partition}:{rnd}" for item in spec.split(",") if item.strip())
+
+
+client_app = ClientApp()
+
+
+@client_app.query()
+def _query(msg: Message, context: Context) -> Message:
+    return msg.create_reply(RecordDict({"node": ConfigRecord({"partition-id": _partition(context)})}))
+
+
+@client_app.train()
+def _train(msg: Message, context: Context) -> Message:
+    meta = msg.content["task"]
+    sc = _scenario(str(meta[CONFIG_KEY]), int(meta.get("threads", 1)))
+    cid, rnd = int(meta["client"]), int(meta["round"])
+    if cid != _partition(context):
+        raise EdgefmError(f"task for client {cid} reached partition {_partition(context)}")
+    if _faulty(cid, rnd):
+        raise RuntimeError(f"injected fault: client {cid} in round {rnd}")
+    extra = {k[len("cfg.") :]: _from_record(v) for k, v in msg.content.array_records.items() if k.startswith("cfg.")}
+    scalars = {k: v for k, v in meta.items() if k not in (CONFIG_KEY, "client", "round", "threads")}
+    payload = _from_record(msg.content["payload"]) if "payload" in msg.content.array_records else {}
+    task = ClientTask(cid, rnd, payload, {**scalars, **extra})
+    private = _from_record(context.state["private"]) if "private" in context.state.array_records else None
+    update = sc.strategy.client_update(task, sc.workbench, sc.clients[cid], private)
+    if update.private is not None:
+        context.state["private"] = _to_record(update.private)
+    numbers = {
+        "num_examples": update.num_examples,
+        "flops": float(update.flops),
+        "extra_bytes_up": update.extra_bytes_up,
+        "colocated": int(update.colocated),
+    }
+    metrics = {f"m.{k}": float(v) for k, v in update.metrics.items()}
+    return msg.create_reply(
+        RecordDict({"payload": _to_record(update.payload), "update": MetricRecord({**numbers, **metrics})})
+    )
+
+
+@client_app.evaluate()
+def _evaluate(msg: Message, context: Context) -> Message:
+    meta = msg.content["task"]
+    sc = _scenario(str(meta[CONFIG_KEY]), int(meta.get("threads", 1)))
+    cid = _partition(context)
+    state = _from_record(msg.content["state"])
+    own = _from_record(context.state["private"]) if "private" in context.state.array_records else None
+    personalized = bool(meta["personalized"])
+    sc.workbench.set_state(own if personalized and own is not None else state)
+    data = sc.clients[cid]
+    out: dict[str, float] = {"has_test": float(len(data.test) > 0)}
+    if len(data.test):
+        out["client_acc"] = sc.workbench.accuracy(data.test)
+    if personalized:
+        out["global_acc"] = sc.workbench.accuracy(sc.test)
+    return msg.create_reply(RecordDict({"metrics": MetricRecord(out)}))
+
+
+# ----------------------------------------------------------------------------- server side
+
+
+class FlowerTransport:
+    """Runs the engine's tasks on Flower nodes through a Grid."""
+
+    def __init__(self, grid: Grid, scenario, cfg_yaml: str):
+        self.grid, self.sc, self.cfg_yaml = grid, scenario, cfg_yaml
+        self.timeout = scenario.cfg.flower.round_timeout
+        self.threads = scenario.cfg.flower.client_cpus
+        self.node_of = self._discover()
+
+    def _discover(self) -> dict[int, int]:
+        """partition id -> node id, from one query round; waits for enough nodes to join."""
+        import time
+
+        want = len(self.sc.clients)
+        deadline = time.monotonic() + self.timeout
+        nodes = list(self.grid.get_node_ids())
+        if len(nodes) < want:
+            log.warning("waiting up to %.0f s for %d Flower nodes (%d joined)", self.timeout, want, len(nodes))
+        while len(nodes) < want and time.monotonic() < deadline:
+            time.sleep(1.0)
+            nodes = list(self.grid.get_node_ids())
+        if len(nodes) < want:
+            raise EdgefmError(f"only {len(nodes)} Flower nodes joined; expected one per client ({want})")
+        msgs = [
+            Message(
+                RecordDict({"task": ConfigRecord({CONFIG_KEY: self.cfg_yaml})}),
+                dst_node_id=n,
+                message_type=MessageType.QUERY,
+            )
+            for n in nodes
+        ]
+        mapping = {}
+        for reply in self.grid.send_and_receive(msgs, timeout=self.timeout):
+            if reply.has_error():
+                continue
+            mapping[int(reply.content["node"]["partition-id"])] = reply.metadata.src_node_id
+        missing = sorted(set(range(want)) - set(mapping))
+        if missing:
+            raise EdgefmError(f"no Flower node holds partition(s) {missing[:5]}; start one SuperNode per partition")
+        return mapping
+
+    def _message(self, cid: int, content: RecordDict, kind: str) -> Message:
+        return Message(content, dst_node_id=self.node_of[cid], message_type=kind)
+
+    def train(self, rnd: int, tasks: dict[int, ClientTask]) -> list[Reply]:
+        msgs, down = [], {}
+        for cid, task in tasks.items():
+            scalars, arrays = _split_config(task.config)
+            content = RecordDict(
+                {
+                    "task": ConfigRecord(
+                        {CONFIG_KEY: self.cfg_yaml, "client": cid, "round": rnd, "threads": self.threads, **scalars}
+                    )
+                }
+            )
+            if task.payload:
+                content["payload"] = _to_record(task.payload)
+            for k, v in arrays.items():
+                content[f"cfg.{k}"] = _to_record(v)
+            down[cid] = sum(r.count_bytes() for r in content.array_records.values())
+            msgs.append(self._message(cid, content, MessageType.TRAIN))
+        by_node = {v: k for k, v in self.node_of.items()}
+        replies = []
+        for reply in self.grid.send_and_receive(msgs, timeout=self.timeout):
+            cid = by_node[reply.metadata.src_node_id]
+            if reply.has_error():
+                replies.append(Reply(cid, None, f"node error: {reply.error.reason}", wire_bytes_down=down[cid]))
+                continue
+            payload_rec = reply.content["payload"]
+            nums = reply.content["update"]
+            update = ClientUpdate(
+                cid,
+                rnd,
+                _from_record(payload_rec),
+                num_examples=int(nums["num_examples"]),
+                flops=float(nums["flops"]),
+                metrics={k[2:]: v for k, v in nums.items() if k.startswith("m.")},
+                extra_bytes_up=int(nums["extra_bytes_up"]),
+                colocated=bool(nums["colocated"]),
+            )
+            replies.append(Reply(cid, update, wire_bytes_up=payload_rec.count_bytes(), wire_bytes_down=down[cid]))
+        return replies
+
+    def evaluate(self, rnd: int, state: Tensors) -> dict[str, float]:
+        sc, strategy = self.sc, self.sc.strategy
+        metrics: dict[str, float] = {}
+        if not strategy.personalized:
+            sc.workbench.set_state(state)
+            metrics["accuracy"] = sc.workbench.accuracy(sc.test)
+        content = RecordDict(
+            {
+                "task": ConfigRecord(
+                    {CONFIG_KEY: self.cfg_yaml, "threads": self.threads, "personalized": int(strategy.personalized)}
+                ),
+                "state": _to_record(state),
+            }
+        )
+        msgs = [self._message(cid, content, MessageType.EVALUATE) for cid in range(len(sc.clients))]
+        local, global_ = [], []
+        for reply in self.grid.send_and_receive(msgs, timeout=self.timeout):
+            if reply.has_error():
+                continue
+            m = reply.content["metrics"]
+            if m["has_test"]:
+                local.append(m["client_acc"])
+            if "global_acc" in m:
+                global_.append(m["global_acc"])
+        if local:
+            metrics.update(client_acc_mean=float(np.mean(local)), client_acc_min=float(np.min(local)))
+        if global_:
+            metrics["accuracy"] = float(np.mean(global_))
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"private": {}}  # private state lives on the nodes
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        if saved.get("private"):
+            raise EdgefmError(
+                "this checkpoint holds clients' private state from the in-process engine; "
+                "resume it with engine=inprocess"
+            )
+
+
+def _server_main(
+    grid: Grid,
+    cfg_yaml: str,
+    run_dir: Path | None,
+    callbacks: Callbacks | None,
+    resume: bool = False,
+    result: dict | None = None,
+) -> None:
+    from edgefm.fl.scenario import build
+
+    sc = build(config.loads(cfg_yaml))
+    out = Engine(sc, callbacks, FlowerTransport(grid, sc, cfg_yaml)).run(run_dir, resume=resume)
+    if result is not None:
+        result.update(out)
+
+
+def make_server_app(
+    cfg_yaml: str,
+    run_dir: Path | None = None,
+    callbacks: Callbacks | None = None,
+    resume: bool = False,
+    result: dict | None = None,
+) -> ServerApp:
+    """A ServerApp bound to one config (for the simulation engine, which passes no run config)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        _server_main(grid, cfg_yaml, run_dir, callbacks, resume, result)
+
+    return app
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def _deployed_main(grid: Grid, context: Context) -> None:
+    """``flwr run``: the config comes as a YAML file path (or YAML text) in the run config, with
+    optional ``edgefm-set`` overrides."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    value = str(context.run_config.get(CONFIG_KEY, ""))
+    if not value:
+        raise EdgefmError(
+            f"run config has no {CONFIG_KEY!r}; pass --run-config \"{CONFIG_KEY}='/abs/path/config.yaml'\""
+        )
+    overrides = str(context.run_config.get(SET_KEY, "")).split()
+    path = Path(value)
+    if path.is_file():
+        text = config.dump(config.load(path, overrides))
+    else:
+        text = config.dump(
+            config.build(
+                config.RunConfig, config.merge(config.yaml.safe_load(value) or {}, config.parse_overrides(overrides))
+            )
+        )
+    run_dir = context.run_config.get(RUN_DIR_KEY)
+    if run_dir:
+        Path(str(run_dir)).mkdir(parents=True, exist_ok=True)
+        (Path(str(run_dir)) / "config.yaml").write_text(text)
+    _server_main(grid, text, Path(str(run_dir)) if run_dir else None, None)
+
+
+def run_simulation(
+    cfg: config.RunConfig, run_dir: Path | None = None, callbacks: Callbacks | None = None, resume: bool = False
+) -> dict[str, Any]:
+    """Run ``cfg`` on Flower's simulation engine (Ray) on this machine: one virtual SuperNode per
+    client, ``flower.client_cpus`` CPUs each, as many at once as the cores allow."""
+    from flwr.simulation import run_simulation as flwr_run_simulation
+
+    os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not log.isEnabledFor(logging.INFO):  # quiet unless edgefm -v: the progress bars tell the story
+        logging.getLogger("flwr").setLevel(logging.WARNING)
+    cfg_yaml = config.dump(cfg)
+    n = 1 if _pooled(cfg) else cfg.clients
+    cpus = cfg.flower.client_cpus * (cfg.flower.parallel or max(1, (os.cpu_count() or 1) // cfg.flower.client_cpus))
+    backend = {
+        "client_resources": {"num_cpus": cfg.flower.client_cpus, "num_gpus": 0.0},
+        "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False},
+    }
+    result: dict[str, Any] = {}
+    server = make_server_app(cfg_yaml, run_dir, callbacks, resume, result)
+    flwr_run_simulation(server_app=server, client_app=client_app, num_supernodes=n, backend_config=backend)
+    if "ledger" not in result:
+        raise EdgefmError("the Flower simulation ended without finishing the run; see the log above")
+    return result
+
+
+def _pooled(cfg: config.RunConfig) -> bool:
+    from edgefm import registry
+
+    return bool(registry.get("algorithm", cfg.algorithm.name).pooled)

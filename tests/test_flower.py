@@ -1,0 +1,169 @@
+"""The same Strategy on Flower: the simulation engine agrees with the in-process one; a node that
+crashes is dropped, not fatal; and a real deployment (SuperLink + 2 SuperNodes on 127.0.0.1 +
+``flwr run``) finishes a 2-round run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgefm import config
+from edgefm.fl.simulation import Engine
+
+pytest.importorskip("flwr")
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "model.name=tiny_bert",
+    "data.max_train=160",
+    "data.max_test=60",
+    "data.max_length=24",
+    "rounds=2",
+    "clients=3",
+    "train.lr=0.01",
+    "train.head_lr=0.01",
+    "flower.round_timeout=120",
+]
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_flower_simulation_matches_inprocess_and_drops_a_crashing_node(tmp_path, monkeypatch):
+    from edgefm.fl import flower
+    from edgefm.fl.scenario import build
+
+    cfg = config.load(None, TINY)
+    inproc = Engine(build(cfg)).run()
+    fl_dir = tmp_path / "b"
+    fl_dir.mkdir()
+    out = flower.run_simulation(cfg, fl_dir)
+    a, b = inproc["ledger"].rounds, out["ledger"].rounds
+    assert [r["accuracy"] for r in a] == pytest.approx([r["accuracy"] for r in b], abs=1e-6)
+    assert [r["bytes_up"] for r in a] == [r["bytes_up"] for r in b]
+    assert [r["client_acc_mean"] for r in a] == pytest.approx([r["client_acc_mean"] for r in b], abs=1e-6)
+    assert all(r["wire_bytes_up"] >= r["bytes_up"] > 0 for r in rows(fl_dir / "clients.jsonl"))
+    # client 1 crashes in round 1: dropped and logged; the run goes on
+    monkeypatch.setenv(flower.FAULT_ENV, "1:1")
+    crash_dir = tmp_path / "c"
+    crash_dir.mkdir()
+    out = flower.run_simulation(cfg, crash_dir)
+    first = [r for r in rows(crash_dir / "clients.jsonl") if r["round"] == 1]
+    status = {r["client"]: r["status"] for r in first}
+    assert status == {0: "ok", 1: "dropped", 2: "ok"}
+    assert "injected fault" in next(r["reason"] for r in first if r["client"] == 1)
+    assert out["ledger"].rounds[0]["dropped"] == 1 and len(out["ledger"].rounds) == 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_deployment_superlink_two_supernodes_flwr_run(tmp_path):
+    """Only loopback addresses; every process is bounded in time and killed at the end."""
+    bin_dir = Path(sys.executable).parent
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    port = free_port()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "edgefm-test"\n\n[superlink.edgefm-test]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "FLWR_HOME": str(home),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    from edgefm.data.sources import data_dir
+
+    env["EDGEFM_DATA_DIR"] = str(data_dir())
+    procs = []
+
+    def start(*cmd: str, log: str) -> None:
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                env=env,
+                cwd=tmp_path,
+                stdout=open(tmp_path / log, "w"),  # noqa: SIM115 - lives as long as the process
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+
+    try:
+        start(
+            str(bin_dir / "flower-superlink"),
+            "--insecure",
+            "--isolation",
+            "subprocess",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database",
+            ":flwr-in-memory:",
+            log="superlink.log",
+        )
+        time.sleep(4)
+        for k in range(2):
+            start(
+                str(bin_dir / "flower-supernode"),
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{port}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(free_port()),
+                "--node-config",
+                f"partition-id={k} num-partitions=2",
+                log=f"node{k}.log",
+            )
+        time.sleep(3)
+        run_dir = tmp_path / "run"
+        overrides = " ".join(x for x in TINY if not x.startswith("clients=")) + " clients=2"
+        result = subprocess.run(
+            [
+                str(bin_dir / "flwr"),
+                "run",
+                str(ROOT / "configs" / "flower_app"),
+                "edgefm-test",
+                "--stream",
+                "--run-config",
+                f"edgefm-config='{ROOT / 'configs' / 'tiny.yaml'}' edgefm-set='{overrides}' edgefm-run-dir='{run_dir}'",
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert (run_dir / "metrics.jsonl").is_file(), result.stdout[-3000:] + result.stderr[-3000:]
+        done = rows(run_dir / "metrics.jsonl")
+        assert [r["round"] for r in done] == [1, 2] and all(r["accepted"] == 2 for r in done)
+        assert all(r["bytes_up"] > 0 for r in done)
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
