@@ -38,7 +38,6 @@ as they are without a capacity (a capacity rule that looked at bids would not).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from edgefm import EdgefmError
+from edgefm.market.jsonio import read_json, write_json
 from edgefm.market.workloads import Workload
 from edgefm.market.workloads import load as load_workload
 
@@ -175,17 +175,11 @@ class Instance:
             raise InstanceError(f"instance: {exc}") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict()))
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Instance:
-        path = Path(path)
-        if not path.is_file():
-            raise InstanceError(f"instance file {str(path)!r} does not exist; expected a JSON instance")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise InstanceError(f"instance file {str(path)!r} is not valid JSON: {exc.msg}") from None
+        return cls.from_dict(read_json(path, InstanceError))
 
 
 # ----------------------------------------------------------------------------- 1. partitioning

@@ -34,7 +34,6 @@ of every price range and lowers prices — see :func:`imp` for why.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from edgefm import EdgefmError
+from edgefm.market.jsonio import read_json, write_json
 
 MODEL_FIELDS = ("accuracy", "rho", "cost", "train_cost", "p_min", "p_max")
 CUSTOMER_FIELDS = ("demand", "distance", "delta", "kappa", "energy_cap", "alpha")
@@ -177,18 +177,11 @@ class Instance:
             raise InstanceError(f"instance: {exc}") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict()))
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Instance:
-        path = Path(path)
-        if not path.is_file():
-            raise InstanceError(f"instance file {str(path)!r} does not exist; expected a JSON instance")
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InstanceError(f"instance file {str(path)!r} is not valid JSON: {exc.msg}") from None
-        return cls.from_dict(raw)
+        return cls.from_dict(read_json(path, InstanceError))
 
 
 # ----------------------------------------------------------------------------- physics
