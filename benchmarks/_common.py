@@ -25,15 +25,24 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write(name: str, title: str, rows: list[dict[str, Any]], meta: dict[str, Any], notes: str = "") -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "machine": machine(), "meta": meta, "rows": rows}
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
-    cols = list(rows[0]) if rows else []
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown table lines for rows of dicts (columns from the first row)."""
+    if not rows:
+        return []
+    cols = list(rows[0])
 
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + [
+        "| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows
+    ]
+
+
+def write(name: str, title: str, rows: list[dict[str, Any]], meta: dict[str, Any], notes: str = "") -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "machine": machine(), "meta": meta, "rows": rows}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
     lines = [
         f"# {title}",
         "",
@@ -41,8 +50,7 @@ def write(name: str, title: str, rows: list[dict[str, Any]], meta: dict[str, Any
         f"{payload['machine']['date']}. Settings: " + ", ".join(f"{k}={v}" for k, v in meta.items()),
         "",
     ]
-    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    lines += table(rows)
     if notes:
         lines += ["", notes]
     path = RESULTS / f"{name}.md"

@@ -15,23 +15,12 @@ import time
 
 import numpy as np
 
-from benchmarks._common import RESULTS, machine
+from benchmarks._common import RESULTS, machine, table
 from edgefm.market import aeria, properties, workloads
 from edgefm.market import aeria_baselines as B
 
 WORKLOADS = ["alexnet", "vgg16", "resnet50", "mobilenet_v2", "minilm_sst2"]
 PRICING = ["omniscient", "aeria_threshold", "aeria_consensus", "rsop", "posted", "kth_price"]
-
-
-def fmt(v):
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def table(rows):
-    cols = list(rows[0])
-    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + [
-        "| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows
-    ]
 
 
 def revenue_rows(seeds: int) -> list[dict]:

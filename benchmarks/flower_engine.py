@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks._common import RESULTS, machine
+from benchmarks._common import RESULTS, machine, table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,13 +115,6 @@ def main() -> None:
         "time_ratio": ratio,
     }
     (RESULTS / "flower_engine.json").write_text(json.dumps(payload, indent=2))
-
-    def table(rs):
-        cols = list(rs[0])
-        f = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-        return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + [
-            "| " + " | ".join(f(r[c]) for c in cols) + " |" for r in rs
-        ]
 
     m = payload["machine"]
     lines = [

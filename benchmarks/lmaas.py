@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from benchmarks._common import RESULTS, machine
+from benchmarks._common import RESULTS, machine, table
 from edgefm.market import lmaas
 from edgefm.market import lmaas_baselines as B
 
@@ -113,14 +113,6 @@ def dynamic(seed: int) -> list[dict]:
             "cold_s": c["seconds"],
         }
         for w, c in zip(warm, cold, strict=True)
-    ]
-
-
-def table(rows: list[dict]) -> list[str]:
-    cols = list(rows[0])
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + [
-        "| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows
     ]
 
 

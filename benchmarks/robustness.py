@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks._common import RESULTS, machine
+from benchmarks._common import RESULTS, machine, table
 from edgefm.robustness import runner
 from edgefm.robustness import suites as S
 
@@ -120,13 +120,6 @@ def main() -> None:
             default=str,
         )
     )
-
-    def table(rows):
-        cols = list(rows[0])
-        f = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-        return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + [
-            "| " + " | ".join(f(r[c]) for c in cols) + " |" for r in rows
-        ]
 
     m = machine()
     lines = [
