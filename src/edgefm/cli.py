@@ -119,6 +119,8 @@ def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         if cfg.engine == "flower":
+            if not scenario.strategy.flower_ready:
+                fail(f"algorithm {cfg.algorithm.name!r} does not run on the Flower engine yet; use engine=inprocess")
             try:
                 from edgefm.fl.flower import run_simulation
             except ImportError:

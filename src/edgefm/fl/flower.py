@@ -286,6 +286,10 @@ def _server_main(
     from edgefm.fl.scenario import build
 
     sc = build(config.loads(cfg_yaml))
+    if not sc.strategy.flower_ready:
+        raise EdgefmError(
+            f"algorithm {sc.cfg.algorithm.name!r} does not run on the Flower engine yet; use engine=inprocess"
+        )
     out = Engine(sc, callbacks, FlowerTransport(grid, sc, cfg_yaml)).run(run_dir, resume=resume)
     if result is not None:
         result.update(out)

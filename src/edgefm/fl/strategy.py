@@ -71,6 +71,7 @@ class Strategy(ABC):
     Config: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
     personalized: ClassVar[bool] = False  # clients keep private models (evaluate per client)
     pooled: ClassVar[bool] = False  # all data pooled on one datacenter device (centralized)
+    flower_ready: ClassVar[bool] = True  # its per-client evaluation works on Flower nodes
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg

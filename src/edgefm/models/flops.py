@@ -25,8 +25,10 @@ def count_flops(
     batch: int = 1,
     train: bool = True,
     loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    step: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> int:
-    """FLOPs of one forward (and backward when ``train``) pass on a ``batch x seq_len`` input."""
+    """FLOPs of one forward (and backward when ``train``) pass on a ``batch x seq_len`` input,
+    or of a custom training ``step(input_ids, attention_mask)`` (e.g. a mixture of experts)."""
     device = next(model.parameters()).device
     ids = torch.full((batch, seq_len), 100, dtype=torch.long, device=device)
     mask = torch.ones_like(ids)
@@ -34,7 +36,9 @@ def count_flops(
     model.eval()  # dropout draws random numbers but costs no counted FLOPs
     try:
         with FlopCounterMode(display=False) as counter:
-            if train:
+            if step is not None:
+                step(ids, mask)
+            elif train:
                 logits = model(ids, mask)
                 (loss_fn(logits) if loss_fn else logits.float().pow(2).mean()).backward()
             else:
@@ -49,8 +53,8 @@ def count_flops(
 class FlopModel:
     """Per-example FLOPs as a quadratic in sequence length, fitted from three exact counts."""
 
-    def __init__(self, model: nn.Module, train: bool):
-        counts = [count_flops(model, L, train=train) for L in PROBE_LENGTHS]
+    def __init__(self, model: nn.Module, train: bool, step: Callable | None = None):
+        counts = [count_flops(model, L, train=train, step=step) for L in PROBE_LENGTHS]
         vander = np.vander(np.array(PROBE_LENGTHS, dtype=float), 3, increasing=True)
         self.coef = np.linalg.solve(vander, np.array(counts, dtype=float))
 

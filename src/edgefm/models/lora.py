@@ -9,9 +9,12 @@ peft's federated examples do.
 
 from __future__ import annotations
 
+import re
+
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from edgefm import EdgefmError
@@ -68,3 +71,65 @@ def set_trainable_state(model: nn.Module, state: Tensors) -> None:
         model.head.load_state_dict(head)
     else:
         model.load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------- several adapters, block masks
+
+_BLOCK = re.compile(r"\.layer\.(\d+)\.")
+
+
+def lora_layers(model: nn.Module) -> list[tuple[int, BaseTunerLayer]]:
+    """Every LoRA-carrying layer with the index of the transformer block it sits in."""
+    out = []
+    for name, module in model.named_modules():
+        if isinstance(module, BaseTunerLayer):
+            m = _BLOCK.search(name)
+            out.append((int(m.group(1)) if m else -1, module))
+    return out
+
+
+def num_blocks(model: nn.Module) -> int:
+    return 1 + max(k for k, _ in lora_layers(model))
+
+
+def add_adapter(model: nn.Module, cfg: LoraConfig, name: str) -> nn.Module:
+    """A second LoRA set (e.g. a local expert) on the same modules, initially a copy of nothing:
+    peft's own init (B = 0), so it starts as the identity."""
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules)
+    )
+    return inject_adapter_in_model(peft_cfg, model, adapter_name=name)
+
+
+def route_adapters(model: nn.Module, adapter: str | None, blocks: set[int] | None = None, train: bool = False) -> None:
+    """Use LoRA set ``adapter`` in ``blocks`` (None: every block) and no LoRA elsewhere;
+    ``adapter=None`` runs the bare frozen backbone. With ``train``, exactly that adapter's weights
+    in those blocks require grad — the blocks below the lowest active one then get no backward
+    pass at all (Sparsely Activated LoRA)."""
+    for k, layer in lora_layers(model):
+        on = adapter is not None and (blocks is None or k in blocks)
+        if on:
+            layer.set_adapter(adapter)
+            layer.enable_adapters(True)
+        else:
+            layer.enable_adapters(False)
+        for pname, p in layer.named_parameters():
+            if "lora_" in pname:
+                p.requires_grad = bool(on and train and f".{adapter}." in f".{pname}.")
+
+
+def get_adapter_state(model: nn.Module, name: str, blocks: set[int] | None = None) -> Tensors:
+    """LoRA set ``name`` (keys without the adapter name, as peft writes them), optionally only
+    the tensors of ``blocks``."""
+    state = get_peft_model_state_dict(model, adapter_name=name)
+    if blocks is not None:
+        state = {k: v for k, v in state.items() if (m := _BLOCK.search(k)) and int(m.group(1)) in blocks}
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def set_adapter_state(model: nn.Module, name: str, state: Tensors) -> None:
+    """Load (part of) LoRA set ``name``; tensors not given keep their values."""
+    result = set_peft_model_state_dict(model, state, adapter_name=name)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise KeyError(f"unexpected adapter keys: {unexpected[:3]}")

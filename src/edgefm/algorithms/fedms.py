@@ -1,0 +1,348 @@
+"""FedMS: two-stage federated learning with a Mixture of Foundation Models and Sparsely Activated LoRA.
+
+Wu, Li, Wang, Wang, "FedMS: Federated Learning with Mixture of Sparsely Activated Foundations
+Models" (arXiv 2312.15926). Choices the abstract leaves open, as fixed by the project's issue:
+
+- One frozen backbone shared by both experts. An expert is a LoRA set plus a classifier head:
+  the global expert is peft adapter ``default`` + ``head``, the local expert adapter ``local`` +
+  ``local_head`` (initialised from the global expert when stage 2 starts).
+- Stage 1 (``stage1_rounds``): every sampled client trains the global expert; the server
+  averages it, each tensor over the clients that trained it (sample-weighted).
+- Stage 2: the global expert is frozen. Each client trains its local expert and a gate. The gate
+  reads the bare backbone's pooled feature, passes it through a bottleneck **gate adapter**
+  (shared: the only thing uploaded and averaged) and a private linear layer, and outputs weights
+  over the two experts. Prediction = the gate-weighted mixture of the experts' probabilities.
+  Loss = mixture NLL + ``local_weight`` x the local expert's own cross-entropy.
+- Sparsely Activated LoRA: only the top m_t blocks (from the output) carry an active, trained
+  LoRA; m_t = min(b_k, m0 + floor(t / delta)) (``progressive``), min(b_k, m0) (``fixed``) or
+  every block (``all``). b_k, the blocks device k can afford, is proportional to its sustained
+  FLOP/s relative to ``full_depth_flops`` (a flagship phone affords them all), at least 1.
+  Blocks below the lowest active one get no backward pass, so the measured FLOPs fall.
+- Ablations: ``gate=fixed`` (0.5/0.5 mixture, nothing uploaded in stage 2), ``experts=global``
+  (stage 2 skipped: FedAvg with SAL) and ``experts=local`` (local expert alone in stage 2).
+- Learning rates: ``train.lr`` for LoRA, ``train.head_lr`` for heads, ``gate_lr`` for the gate.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgefm.algorithms.fedavg import FedAvg
+from edgefm.config import AlgorithmConfig, ConfigError
+from edgefm.data.encode import Encoded
+from edgefm.edge.devices import DeviceProfile
+from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Tensors
+from edgefm.models import lora as L
+from edgefm.models.flops import FlopModel
+from edgefm.registry import register
+
+GATE = "gate_adapter."
+
+
+@dataclass(frozen=True)
+class FedMSConfig(AlgorithmConfig):
+    name: str = "fedms"
+    stage1_rounds: int = 2
+    sal: Literal["progressive", "fixed", "all"] = "progressive"
+    m0: int = 2
+    delta: int = 5
+    full_depth_flops: float = 150e9  # FLOP/s at which a device trains every block
+    gate_hidden: int = 16
+    gate_lr: float = 1e-3
+    local_weight: float = 0.5
+    gate: Literal["learned", "fixed"] = "learned"
+    experts: Literal["mixture", "global", "local"] = "mixture"
+
+    def __post_init__(self) -> None:
+        for key in ("stage1_rounds", "m0", "delta", "gate_hidden"):
+            if getattr(self, key) < (0 if key == "stage1_rounds" else 1):
+                raise ConfigError(f"algorithm.{key}: {getattr(self, key)!r} is out of range")
+        if self.gate_lr <= 0 or self.local_weight < 0 or self.full_depth_flops <= 0:
+            raise ConfigError("algorithm.gate_lr and full_depth_flops must be > 0, local_weight >= 0")
+
+
+class Gate(nn.Module):
+    """Pooled feature -> gate adapter (residual bottleneck, shared) -> linear (private) -> 2 weights."""
+
+    def __init__(self, hidden: int, bottleneck: int):
+        super().__init__()
+        self.adapter = nn.Sequential(nn.Linear(hidden, bottleneck), nn.GELU(), nn.Linear(bottleneck, hidden))
+        self.out = nn.Linear(hidden, 2)
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.out(feature + self.adapter(feature)), dim=-1)
+
+
+def _prepare(workbench, cfg) -> None:
+    """Add the local expert and the gate to the shared model once (seeded, idempotent)."""
+    model = workbench.model
+    if hasattr(model, "gate"):
+        return
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft warns that a second adapter is being added: intended
+        torch.manual_seed(cfg.seed + 17)
+        L.add_adapter(model, cfg.model.lora, "local")
+        model.local_head = nn.Linear(model.head.in_features, model.head.out_features)
+        model.gate = Gate(model.head.in_features, cfg.algorithm.gate_hidden)
+    model.to(workbench.device)
+    for p in [*model.local_head.parameters(), *model.gate.parameters()]:
+        p.requires_grad = False
+    L.route_adapters(model, "default", None, train=False)
+
+
+@register("algorithm", "fedms")
+class FedMS(FedAvg):
+    Config = FedMSConfig
+    personalized = True
+    flower_ready = False  # nodes would need the mixture to evaluate clients: not wired up yet
+
+    # -- bookkeeping --------------------------------------------------------------------
+    def stage(self, rnd: int) -> int:
+        return 1 if rnd <= self.algo.stage1_rounds or self.algo.experts == "global" else 2
+
+    def blocks(self, rnd: int, device: DeviceProfile, total: int) -> set[int]:
+        """The top m_t blocks this device trains in round ``rnd`` (Sparsely Activated LoRA)."""
+        a = self.algo
+        b_k = max(1, min(total, round(total * min(1.0, device.flops_per_s / a.full_depth_flops))))
+        if a.sal == "all":
+            m = total
+        elif a.sal == "fixed":
+            m = min(b_k, a.m0)
+        else:
+            m = min(b_k, a.m0 + (rnd - 1) // a.delta)
+        return set(range(total - m, total))
+
+    def initial_state(self, workbench) -> Tensors:
+        _prepare(workbench, self.cfg)
+        state = workbench.get_state()  # global expert: default LoRA + head
+        state.update({GATE + k: v.detach().clone() for k, v in workbench.model.gate.adapter.state_dict().items()})
+        return state
+
+    def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
+        total = self._total_blocks(state)
+        tasks = {}
+        for d in devices:
+            blocks = self.blocks(rnd, d, total)
+            if self.stage(rnd) == 1:  # send only what the client trains: its blocks' LoRA + head
+                payload = {k: v for k, v in state.items() if _in_blocks(k, blocks) or k.startswith("head.")}
+            else:  # the frozen global expert (for the mixture) + the shared gate adapter
+                payload = dict(state)
+            tasks[d.device_id] = ClientTask(d.device_id, rnd, payload, {"blocks": ",".join(map(str, sorted(blocks)))})
+        return tasks
+
+    def expected_update(self, state: Tensors, task: ClientTask) -> Tensors:
+        if self.stage(task.round) == 1:
+            return {k: v for k, v in task.payload.items() if not k.startswith(GATE)}
+        if self.algo.gate == "fixed" or self.algo.experts == "local":
+            return {}
+        return {k: v for k, v in state.items() if k.startswith(GATE)}
+
+    def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate]) -> Tensors:
+        """Each tensor averaged over the clients that sent it (sample-weighted); the rest kept."""
+        out = dict(state)
+        for key in state:
+            sent = [(u.payload[key], u.num_examples) for u in updates if key in u.payload]
+            if sent:
+                total = float(sum(w for _, w in sent))
+                out[key] = (sum(t.double() * w for t, w in sent) / total).to(state[key].dtype)
+        return out
+
+    # -- clients --------------------------------------------------------------------------
+    def client_update(self, task: ClientTask, workbench, data: ClientData, private: Tensors | None) -> ClientUpdate:
+        _prepare(workbench, self.cfg)
+        model = workbench.model
+        blocks = {int(b) for b in str(task.config["blocks"]).split(",") if b}
+        seed, gen = self.client_seed(task.round, task.client_id), self.client_generator(task.round, task.client_id)
+        if self.stage(task.round) == 1:
+            L.set_adapter_state(model, "default", {k: v for k, v in task.payload.items() if "lora_" in k})
+            model.head.load_state_dict({k[len("head.") :]: v for k, v in task.payload.items() if k.startswith("head.")})
+            L.route_adapters(model, "default", blocks, train=True)
+            for p in model.head.parameters():
+                p.requires_grad = True
+            fit = workbench.fit(data.train, self.cfg.train, gen, seed, flop_key=f"fedms-s1-{len(blocks)}")
+            up = {k: v for k, v in workbench.get_state().items() if _in_blocks(k, blocks) or k.startswith("head.")}
+            L.route_adapters(model, "default", None, train=False)
+            return ClientUpdate(
+                task.client_id,
+                task.round,
+                up,
+                len(data.train),
+                fit.flops,
+                {"train_loss": fit.loss, "blocks": len(blocks)},
+                private=private,
+            )
+        return self._stage2(task, workbench, data, private, blocks, seed, gen)
+
+    def _load_stage2(self, workbench, payload: Tensors, private: Tensors | None) -> None:
+        model = workbench.model
+        workbench.set_state({k: v for k, v in payload.items() if not k.startswith(GATE)})  # global expert
+        model.gate.adapter.load_state_dict({k[len(GATE) :]: v for k, v in payload.items() if k.startswith(GATE)})
+        if private is None:  # the local expert starts as a copy of the global one
+            L.set_adapter_state(model, "local", {k: v for k, v in payload.items() if "lora_" in k})
+            model.local_head.load_state_dict(model.head.state_dict())
+            return
+        L.set_adapter_state(
+            model, "local", {k[len("local.") :]: v for k, v in private.items() if k.startswith("local.")}
+        )
+        model.local_head.load_state_dict(
+            {k[len("local_head.") :]: v for k, v in private.items() if k.startswith("local_head.")}
+        )
+        model.gate.out.load_state_dict(
+            {k[len("gate_out.") :]: v for k, v in private.items() if k.startswith("gate_out.")}
+        )
+
+    def _private(self, model) -> Tensors:
+        out = {f"local.{k}": v for k, v in L.get_adapter_state(model, "local").items()}
+        out.update({f"local_head.{k}": v.detach().clone() for k, v in model.local_head.state_dict().items()})
+        out.update({f"gate_out.{k}": v.detach().clone() for k, v in model.gate.out.state_dict().items()})
+        return out
+
+    @staticmethod
+    def _blocks_of(private: Tensors) -> set[int]:
+        return {int(b) for b in private["blocks"].tolist()}
+
+    def _mixture(self, model, ids, mask, blocks, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log mixture probabilities, local expert logits) for one batch."""
+        with torch.no_grad():
+            L.route_adapters(model, None)
+            feature = model.pooled(ids, mask)
+            L.route_adapters(model, "default", None)
+            global_probs = torch.softmax(model(ids, mask), -1)
+        L.route_adapters(model, "local", blocks, train=grad)
+        with torch.set_grad_enabled(grad):
+            local_logits = model.local_head(model.dropout(model.pooled(ids, mask)))
+            if self.algo.experts == "local":
+                return torch.log_softmax(local_logits, -1), local_logits
+            weights = model.gate(feature) if self.algo.gate == "learned" else torch.full((len(ids), 2), 0.5)
+            mix = weights[:, :1] * global_probs + weights[:, 1:] * torch.softmax(local_logits, -1)
+            return torch.log(mix.clamp_min(1e-12)), local_logits
+
+    def _step_loss(self, model, ids, mask, labels, blocks) -> torch.Tensor:
+        log_mix, local_logits = self._mixture(model, ids, mask, blocks, grad=True)
+        loss = nn.functional.nll_loss(log_mix, labels)
+        if self.algo.experts == "mixture":
+            loss = loss + self.algo.local_weight * nn.functional.cross_entropy(local_logits, labels)
+        return loss
+
+    def _stage2(self, task, workbench, data, private, blocks, seed, gen) -> ClientUpdate:
+        model, train = workbench.model, self.cfg.train
+        self._load_stage2(workbench, task.payload, private)
+        L.route_adapters(model, "local", blocks, train=True)
+        for p in model.head.parameters():
+            p.requires_grad = False
+        for p in model.local_head.parameters():
+            p.requires_grad = True
+        gate_params = (
+            list(model.gate.parameters()) if self.algo.gate == "learned" and self.algo.experts == "mixture" else []
+        )
+        for p in gate_params:
+            p.requires_grad = True
+        lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+        groups = [
+            {"params": lora, "lr": train.lr},
+            {"params": list(model.local_head.parameters()), "lr": train.head_lr},
+        ]
+        if gate_params:
+            groups.append({"params": gate_params, "lr": self.algo.gate_lr})
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=train.weight_decay)
+        flops_model = self._flop_model(workbench, blocks)
+        steps, seen, flops, loss_sum = 0, 0, 0.0, 0.0
+        model.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _ in range(train.epochs):
+                for batch in data.train.batches(train.batch_size, generator=gen, shuffle=True):
+                    if train.max_steps is not None and steps >= train.max_steps:
+                        break
+                    batch = batch.to(workbench.device)
+                    loss = self._step_loss(model, batch.input_ids, batch.attention_mask, batch.labels, blocks)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    b, length = batch.input_ids.shape
+                    steps, seen = steps + 1, seen + b
+                    flops += flops_model.batch(b, length)
+                    loss_sum += loss.item() * b
+        model.zero_grad(set_to_none=True)
+        for p in [*model.local_head.parameters(), *model.gate.parameters()]:
+            p.requires_grad = False
+        up = {GATE + k: v.detach().clone() for k, v in model.gate.adapter.state_dict().items()} if gate_params else {}
+        private = self._private(model)
+        private["blocks"] = torch.tensor(sorted(blocks))  # evaluate the local expert as it was trained
+        L.route_adapters(model, "default", None, train=False)
+        return ClientUpdate(
+            task.client_id,
+            task.round,
+            up,
+            len(data.train),
+            flops,
+            {"train_loss": loss_sum / max(seen, 1), "blocks": len(blocks)},
+            private=private,
+        )
+
+    def _flop_model(self, workbench, blocks: set[int]) -> FlopModel:
+        key = f"fedms-s2-{self.algo.experts}-{self.algo.gate}-{len(blocks)}"
+        if key not in workbench._flops:
+            model = workbench.model
+
+            def step(ids, mask):
+                self._step_loss(model, ids, mask, torch.zeros(len(ids), dtype=torch.long), blocks).backward()
+
+            workbench._flops[key] = FlopModel(model, train=True, step=step)
+        return workbench._flops[key]
+
+    # -- evaluation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def _mixture_accuracy(self, workbench, data: Encoded, blocks) -> float:
+        if len(data) == 0:
+            return math.nan
+        model = workbench.model
+        model.eval()
+        correct = 0
+        for batch in data.batches(128):
+            batch = batch.to(workbench.device)
+            log_mix, _ = self._mixture(model, batch.input_ids, batch.attention_mask, blocks, grad=False)
+            correct += int((log_mix.argmax(-1) == batch.labels).sum())
+        L.route_adapters(model, "default", None)
+        return correct / len(data)
+
+    def evaluate(
+        self, state: Tensors, workbench, test: Encoded, clients: list[ClientData], private: dict[int, Tensors]
+    ) -> dict[str, float]:
+        """Global: the global expert on the test set. Per client: its mixture (stage 2) or the
+        global expert (stage 1 / before it has a local expert) on its local test split."""
+        _prepare(workbench, self.cfg)
+        model = workbench.model
+        L.route_adapters(model, "default", None)
+        workbench.set_state({k: v for k, v in state.items() if not k.startswith(GATE)})
+        metrics = {"accuracy": workbench.accuracy(test)}
+        accs = []
+        for c in clients:
+            if len(c.test) == 0:
+                continue
+            if c.client_id in private and private[c.client_id] is not None:
+                self._load_stage2(workbench, state, private[c.client_id])
+                accs.append(self._mixture_accuracy(workbench, c.test, self._blocks_of(private[c.client_id])))
+                workbench.set_state({k: v for k, v in state.items() if not k.startswith(GATE)})
+            else:
+                accs.append(workbench.accuracy(c.test))
+        if accs:
+            metrics.update(client_acc_mean=float(np.mean(accs)), client_acc_min=float(np.min(accs)))
+        return metrics
+
+    @staticmethod
+    def _total_blocks(state: Tensors) -> int:
+        idx = [int(m.group(1)) for k in state if (m := L._BLOCK.search(k))]
+        return 1 + max(idx)
+
+
+def _in_blocks(key: str, blocks: set[int]) -> bool:
+    m = L._BLOCK.search(key)
+    return bool(m) and int(m.group(1)) in blocks

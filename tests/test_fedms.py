@@ -1,0 +1,109 @@
+"""FedMS on a tiny BERT: what each stage trains and uploads, the SAL schedule and its FLOP cut."""
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgefm import config
+from edgefm.edge.devices import TIERS
+from edgefm.fl.scenario import build
+from edgefm.fl.simulation import Engine
+
+TINY = [
+    "model.name=tiny_bert",
+    "data.max_train=200",
+    "data.max_test=60",
+    "data.max_length=24",
+    "clients=3",
+    "train.lr=0.01",
+    "train.head_lr=0.01",
+    "algorithm.name=fedms",
+    "partition.alpha=0.5",
+]
+
+
+def run(*extra):
+    sc = build(config.load(None, [*TINY, *extra]))
+    return sc, Engine(sc).run()
+
+
+def test_sal_schedule_known_answers():
+    sc = build(config.load(None, [*TINY, "algorithm.m0=2", "algorithm.delta=5"]))
+    s = sc.strategy
+    flagship, phone = TIERS["edge_server"], TIERS["low_end_phone"]  # 4 TFLOP/s vs 20 GFLOP/s
+    assert s.blocks(1, flagship, 6) == {4, 5}  # m0 = 2, from the output
+    assert s.blocks(6, flagship, 6) == {3, 4, 5}  # + floor(5 / 5)
+    assert s.blocks(30, flagship, 6) == set(range(6))  # capped by the model
+    assert s.blocks(30, phone, 6) == {5}  # b_k = round(6 * 20/150) = 1
+    all_ = build(config.load(None, [*TINY, "algorithm.sal=all"])).strategy
+    assert all_.blocks(1, phone, 6) == set(range(6))
+
+
+def test_stage1_trains_and_uploads_only_active_blocks_and_cuts_flops():
+    _, sal = run("rounds=1", "algorithm.sal=fixed", "algorithm.m0=1")
+    _, full = run("rounds=1", "algorithm.sal=all")
+    rows = sal["ledger"].clients
+    assert all(r["status"] == "ok" for r in rows)
+    # one of two blocks trained: fewer bytes and fewer FLOPs than every block
+    assert sum(r["bytes_up"] for r in rows) < sum(r["bytes_up"] for r in full["ledger"].clients)
+    assert sum(r["flops"] for r in rows) < 0.9 * sum(r["flops"] for r in full["ledger"].clients)
+
+
+def test_stage1_payload_keys():
+    sc = build(config.load(None, [*TINY, "algorithm.sal=fixed", "algorithm.m0=1"]))
+    state = sc.strategy.initial_state(sc.workbench)
+    tasks = sc.strategy.configure(1, state, sc.devices)
+    update = sc.strategy.client_update(tasks[0], sc.workbench, sc.clients[0], None)
+    assert update.payload and all(".layer.1." in k or k.startswith("head.") for k in update.payload)
+    assert not any("local" in k or "gate" in k for k in update.payload)
+
+
+def test_stage2_uploads_only_the_gate_adapter_and_keeps_experts_private():
+    sc, out = run("rounds=3", "algorithm.stage1_rounds=1")
+    stage2 = [r for r in out["ledger"].clients if r["round"] >= 2]
+    gate_bytes = sum(v.numel() * v.element_size() for k, v in out["state"].items() if k.startswith("gate_adapter."))
+    assert all(r["bytes_up"] == gate_bytes for r in stage2)
+    assert all(r["bytes_down"] > r["bytes_up"] for r in stage2)  # the frozen global expert comes down
+    private = out["private"][0]
+    assert any(k.startswith("local.") for k in private) and any(k.startswith("local_head.") for k in private)
+    assert "client_acc_mean" in out["ledger"].rounds[-1]
+    # the global expert is frozen in stage 2
+    sc2, out2 = run("rounds=2", "algorithm.stage1_rounds=1")
+    g2 = {k: v for k, v in out2["state"].items() if not k.startswith("gate_adapter.")}
+    g3 = {k: v for k, v in out["state"].items() if not k.startswith("gate_adapter.")}
+    assert all(torch.equal(g2[k], g3[k]) for k in g2)
+
+
+@pytest.mark.parametrize(
+    ("ablation", "uploads"),
+    [("algorithm.gate=fixed", False), ("algorithm.experts=local", False), ("algorithm.experts=global", True)],
+)
+def test_ablations_run(ablation, uploads):
+    _, out = run("rounds=2", "algorithm.stage1_rounds=1", ablation)
+    last = [r for r in out["ledger"].clients if r["round"] == 2]
+    assert all(r["status"] == "ok" for r in last)
+    assert (sum(r["bytes_up"] for r in last) > 0) == uploads
+
+
+def test_deterministic_and_cli(tmp_path):
+    _, a = run("rounds=2", "algorithm.stage1_rounds=1")
+    _, b = run("rounds=2", "algorithm.stage1_rounds=1")
+    assert a["ledger"].rounds[-1]["client_acc_mean"] == b["ledger"].rounds[-1]["client_acc_mean"]
+    from edgefm.cli import app
+
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "configs/tiny.yaml",
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "algorithm.name=fedms",
+            "rounds=3",
+            "algorithm.stage1_rounds=1",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["train", "configs/tiny.yaml", "--set", "algorithm.name=fedms", "engine=flower"])
+    assert r.exit_code == 2 and "does not run on the Flower engine yet" in r.output
