@@ -107,3 +107,16 @@ def test_deterministic_and_cli(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["train", "configs/tiny.yaml", "--set", "algorithm.name=fedms", "engine=flower"])
     assert r.exit_code == 2 and "does not run on the Flower engine yet" in r.output
+
+
+def test_stage2_flops_count_only_the_passes_a_mode_runs():
+    def stage2_flops(*extra):
+        _, out = run("rounds=2", "algorithm.stage1_rounds=1", *extra)
+        return sum(r["flops"] for r in out["ledger"].clients if r["round"] == 2)
+
+    mixture, fixed, local = (
+        stage2_flops(),
+        stage2_flops("algorithm.gate=fixed"),
+        stage2_flops("algorithm.experts=local"),
+    )
+    assert local < fixed < mixture  # no global pass < no backbone pass for the gate < everything

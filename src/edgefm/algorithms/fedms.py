@@ -209,18 +209,23 @@ class FedMS(FedAvg):
         return {int(b) for b in private["blocks"].tolist()}
 
     def _mixture(self, model, ids, mask, blocks, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log mixture probabilities, local expert logits) for one batch."""
+        """(log mixture probabilities, local expert logits) for one batch. Only the passes a mode
+        needs are run (and so counted): the bare backbone for a learned gate, the frozen global
+        expert unless the local expert stands alone."""
+        learned = self.algo.gate == "learned" and self.algo.experts == "mixture"
         with torch.no_grad():
-            L.route_adapters(model, None)
-            feature = model.pooled(ids, mask)
-            L.route_adapters(model, "default", None)
-            global_probs = torch.softmax(model(ids, mask), -1)
+            if learned:
+                L.route_adapters(model, None)
+                feature = model.pooled(ids, mask)
+            if self.algo.experts != "local":
+                L.route_adapters(model, "default", None)
+                global_probs = torch.softmax(model(ids, mask), -1)
         L.route_adapters(model, "local", blocks, train=grad)
         with torch.set_grad_enabled(grad):
             local_logits = model.local_head(model.dropout(model.pooled(ids, mask)))
             if self.algo.experts == "local":
                 return torch.log_softmax(local_logits, -1), local_logits
-            weights = model.gate(feature) if self.algo.gate == "learned" else torch.full((len(ids), 2), 0.5)
+            weights = model.gate(feature) if learned else torch.full((len(ids), 2), 0.5, device=ids.device)
             mix = weights[:, :1] * global_probs + weights[:, 1:] * torch.softmax(local_logits, -1)
             return torch.log(mix.clamp_min(1e-12)), local_logits
 
