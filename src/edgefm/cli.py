@@ -109,7 +109,10 @@ def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: 
     from edgefm.fl.simulation import Engine
     from edgefm.report.html import build_summary, read_run, write_report
 
-    counts = scenario.workbench.parameter_counts()
+    counts = {
+        "total": scenario.workbench.parameter_counts()["total"],
+        "trainable": scenario.strategy.trainable_parameters(scenario.workbench),
+    }
     console.print(
         f"[bold]{cfg.algorithm.name}[/] on {scenario.bundle.name} with {cfg.model.name} "
         f"({counts['trainable']:,} of {counts['total']:,} parameters trainable), {len(scenario.clients)} client(s), "

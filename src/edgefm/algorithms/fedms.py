@@ -125,6 +125,19 @@ class FedMS(FedAvg):
         state.update({GATE + k: v.detach().clone() for k, v in workbench.model.gate.adapter.state_dict().items()})
         return state
 
+    def trainable_parameters(self, workbench) -> int:
+        """What this mode trains at some point: the global expert, the local expert (LoRA + head)
+        unless ``experts=global``, and the gate when it is learned."""
+        _prepare(workbench, self.cfg)
+        model, a = workbench.model, self.algo
+        n = sum(v.numel() for v in workbench.get_state().values())
+        if a.experts != "global":
+            n += sum(v.numel() for v in L.get_adapter_state(model, "local").values())
+            n += sum(p.numel() for p in model.local_head.parameters())
+        if a.experts == "mixture" and a.gate == "learned":
+            n += sum(p.numel() for p in model.gate.parameters())
+        return n
+
     def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
         total = self._total_blocks(state)
         tasks = {}

@@ -99,6 +99,10 @@ class Strategy(ABC):
     ) -> dict[str, float]:
         """Global (and, for personalized methods, per-client) metrics."""
 
+    def trainable_parameters(self, workbench) -> int:
+        """Parameters this method trains on a device (for reports)."""
+        return workbench.parameter_counts()["trainable"]
+
     def expected_update(self, state: Tensors, task: ClientTask) -> Tensors:
         """The keys and shapes a valid upload must have (default: those of the global state)."""
         return state
