@@ -269,26 +269,15 @@ class FedMS(FedAvg):
         ]
         if gate_params:
             groups.append({"params": gate_params, "lr": self.algo.gate_lr})
-        opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=train.weight_decay)
-        flops_model = self._flop_model(workbench, blocks)
-        steps, seen, flops, loss_sum = 0, 0, 0.0, 0.0
-        model.train()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for _ in range(train.epochs):
-                for batch in data.train.batches(train.batch_size, generator=gen, shuffle=True):
-                    if train.max_steps is not None and steps >= train.max_steps:
-                        break
-                    batch = batch.to(workbench.device)
-                    loss = self._step_loss(model, batch.input_ids, batch.attention_mask, batch.labels, blocks)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    b, length = batch.input_ids.shape
-                    steps, seen = steps + 1, seen + b
-                    flops += flops_model.batch(b, length)
-                    loss_sum += loss.item() * b
-        model.zero_grad(set_to_none=True)
+        fit = workbench.fit(
+            data.train,
+            train,
+            gen,
+            seed,
+            groups=groups,
+            flops_model=self._flop_model(workbench, blocks),
+            step_loss=lambda batch: self._step_loss(model, batch.input_ids, batch.attention_mask, batch.labels, blocks),
+        )
         for p in [*model.local_head.parameters(), *model.gate.parameters()]:
             p.requires_grad = False
         up = {GATE + k: v.detach().clone() for k, v in model.gate.adapter.state_dict().items()} if gate_params else {}
@@ -300,8 +289,8 @@ class FedMS(FedAvg):
             task.round,
             up,
             len(data.train),
-            flops,
-            {"train_loss": loss_sum / max(seen, 1), "blocks": len(blocks)},
+            fit.flops,
+            {"train_loss": fit.loss, "blocks": len(blocks)},
             private=private,
         )
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from edgefm import EdgefmError
 from edgefm.config import RunConfig, TrainConfig
-from edgefm.data.encode import Encoded
+from edgefm.data.encode import Batch, Encoded
 from edgefm.models.backbones import TextClassifier, build_backbone
 from edgefm.models.flops import FlopModel
 from edgefm.models.lora import Tensors, add_lora, get_trainable_state, set_trainable_state
@@ -85,23 +85,29 @@ class Workbench:
         generator: torch.Generator,
         seed: int,
         prox_mu: float = 0.0,
-        regularizer: Callable[[], torch.Tensor] | None = None,
         flop_key: str = "default",
+        step_loss: Callable[[Batch], torch.Tensor] | None = None,
+        groups: list[dict] | None = None,
+        flops_model: FlopModel | None = None,
     ) -> FitResult:
         """Local epochs of AdamW on ``data``; FedProx's proximal term when ``prox_mu > 0``.
 
         ``seed`` seeds dropout inside a forked RNG, so a client's update depends only on its
-        own seed and never leaks into (or reads) global random state.
+        own seed and never leaks into (or reads) global random state. Methods with their own
+        objective pass ``step_loss`` (batch -> loss), their optimizer ``groups`` and the
+        ``flops_model`` of that step; by default: cross-entropy of the model, LoRA/body at
+        ``train.lr`` and the head at ``train.head_lr``.
         """
         if len(data) == 0:
             return FitResult(0, 0, 0.0, float("nan"))
         params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        head = [p for n, p in params if n.startswith("head.")]
-        body = [p for n, p in params if not n.startswith("head.")]
-        groups = [g for g in ({"params": body, "lr": train.lr}, {"params": head, "lr": train.head_lr}) if g["params"]]
-        opt = torch.optim.AdamW(groups, weight_decay=train.weight_decay)
+        if groups is None:
+            head = [p for n, p in params if n.startswith("head.")]
+            body = [p for n, p in params if not n.startswith("head.")]
+            groups = [{"params": body, "lr": train.lr}, {"params": head, "lr": train.head_lr}]
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=train.weight_decay)
         anchor = [p.detach().clone() for _, p in params] if prox_mu > 0 else None
-        flops_model = self.flop_model(train=True, key=flop_key)
+        flops_model = flops_model or self.flop_model(train=True, key=flop_key)
         loss_fn = nn.CrossEntropyLoss()
         steps, seen, flops, loss_sum = 0, 0, 0.0, 0.0
         self.model.train()
@@ -112,14 +118,14 @@ class Workbench:
                     if train.max_steps is not None and steps >= train.max_steps:
                         break
                     batch = batch.to(self.device)
-                    logits = self.model(batch.input_ids, batch.attention_mask)
-                    loss = loss_fn(logits, batch.labels)
+                    if step_loss is not None:
+                        loss = step_loss(batch)
+                    else:
+                        loss = loss_fn(self.model(batch.input_ids, batch.attention_mask), batch.labels)
                     total = loss
                     if anchor is not None:
                         prox = sum((p - a).pow(2).sum() for (_, p), a in zip(params, anchor, strict=True))
                         total = total + 0.5 * prox_mu * prox
-                    if regularizer is not None:
-                        total = total + regularizer()
                     opt.zero_grad(set_to_none=True)
                     total.backward()
                     opt.step()
