@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--max-train", type=int, default=1500)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench-fedms")
+    ap.add_argument("--cached-only", action="store_true", help="tabulate only the runs already finished; start none")
     args = ap.parse_args()
     rows, raw = [], []
     for ds in args.datasets.split(","):
@@ -99,6 +100,8 @@ def main() -> None:
                         *([f"algorithm.stage1_rounds={args.stage1}"] if "fedms" in METHODS[method][0] else []),
                     ]
                     out = args.runs_dir / f"{ds}-a{alpha}-{method.replace(' ', '_').replace('+', '_')}-s{seed}"
+                    if args.cached_only and not (out / "summary.json").is_file():
+                        continue
                     s = run(method, [*common, *extra], out)
                     raw.append(
                         {
@@ -111,6 +114,9 @@ def main() -> None:
                     )
                     per_seed.append(s)
 
+                if not per_seed:
+                    continue
+
                 def mean(key: str, scale: float = 1.0, per_seed: list = per_seed) -> float:
                     return float(np.mean([x[key] * scale for x in per_seed if x.get(key) is not None]))
 
@@ -119,7 +125,11 @@ def main() -> None:
                         "dataset": ds,
                         "alpha": alpha,
                         "method": method,
-                        "seeds": len(per_seed),
+                        "seeds": ",".join(
+                            str(x["seed"])
+                            for x in raw
+                            if (x["dataset"], x["alpha"], x["method"]) == (ds, alpha, method)
+                        ),
                         "client_acc_mean": mean("client_acc_mean"),
                         "client_acc_worst": mean("client_acc_min"),
                         "global_acc": mean("final_accuracy"),

@@ -408,6 +408,40 @@ def market_aeria(
         console.print(f"outcome: {out}", highlight=False)
 
 
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A finished raffm run folder."),
+    budget: list[str] = typer.Option(..., "--budget", help="A device tier (e.g. low_end_phone) or full; repeatable."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the table as JSON here."),
+) -> None:
+    """Cut a trained RaFFM model to a device's budget, without retraining: accuracy, size, FLOPs."""
+    from edgefm.algorithms.raffm import export_subnetworks
+
+    try:
+        with console.status("cutting subnetworks"):
+            result = export_subnetworks(run_dir, budget)
+    except EdgefmError as exc:
+        fail(str(exc))
+    table = Table(title=f"{run_dir.name}: subnetworks on {result['dataset']}")
+    for col in ("budget", "FFN width", "Q/K width", "parameters", "MB", "GFLOPs/example", "accuracy", "fits"):
+        table.add_column(col, justify="left" if col == "budget" else "right")
+    for r in result["subnetworks"]:
+        table.add_row(
+            r["budget"],
+            f"{sum(r['ffn_width']) / len(r['ffn_width']):.0f}",
+            f"{sum(r['qk_width']) / len(r['qk_width']):.0f}",
+            f"{r['params']:,}",
+            f"{r['size_mb']:.1f}",
+            f"{r['flops_per_example'] / 1e9:.3f}",
+            f"{r['accuracy']:.4f}",
+            "yes" if r["fits"] else "no",
+        )
+    console.print(table)
+    if out is not None:
+        _write_json(out, result)
+        console.print(f"table: {out}", highlight=False)
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m edgefm`
     app()
 

@@ -1,0 +1,194 @@
+"""RaFFM on a tiny BERT: budgets, what travels, aggregation known answers, end to end."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from edgefm import config
+from edgefm.algorithms.raffm import RaFFM, candidates, choose_spec
+from edgefm.cli import app
+from edgefm.edge.devices import TIERS
+from edgefm.fl.scenario import build
+from edgefm.fl.simulation import Engine
+from edgefm.fl.strategy import ClientTask, ClientUpdate
+from edgefm.models import elastic as E
+
+# 0.5 ms per step: a tiny BERT step is ~0.3 GFLOP, so phones fit nothing, servers everything
+TINY = [
+    "model.name=tiny_bert",
+    "model.finetune=full",
+    "data.max_train=200",
+    "data.max_test=60",
+    "data.max_length=24",
+    "clients=5",
+    "train.lr=0.003",
+    "train.head_lr=0.01",
+    "algorithm.name=raffm",
+    "algorithm.step_budget_s=0.0005",
+    "edge.tiers={high_end_phone: 1, laptop: 1, embedded_gpu: 1, edge_server: 1, low_end_phone: 1}",
+    "edge.jitter=0",
+]
+ARCH = E.Arch(6, 384, 12, 32, 1536, 30522, 512)  # MiniLM
+
+
+def scenario(*extra):
+    return build(config.load(None, [*TINY, *extra]))
+
+
+def test_choose_spec_known_answers_for_minilm():
+    phone, flagship = TIERS["low_end_phone"], TIERS["high_end_phone"]
+    spec, why = choose_spec(ARCH, flagship, "elastic", 32, 64, 3.0, None)
+    assert spec == E.Spec.full(ARCH) and why == ""
+    spec, why = choose_spec(ARCH, phone, "elastic", 32, 64, 3.0, None)  # 6.3 s at full width
+    assert why == "" and spec.ffn == (192,) * 6 and spec.qk == (32,) * 6
+    spec, why = choose_spec(ARCH, phone, "heterofl", 32, 64, 3.0, None)
+    assert why == "" and spec == E.Spec.uniform(ARCH, 0.25, 0.25)
+    spec, why = choose_spec(ARCH, phone, "full", 32, 64, 3.0, None)
+    assert spec == E.Spec.full(ARCH) and "cannot train" in why and "low_end_phone" in why
+    # LoRA needs no weight gradients: the same phone affords a wider network
+    lora, _ = choose_spec(ARCH, phone, "elastic", 32, 64, 3.0, 8)
+    assert E.cost(ARCH, lora, 64, 1).params > E.cost(ARCH, spec.uniform(ARCH, 0.125, 1), 64, 1).params
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    gflops=st.floats(1, 5000),
+    mem_gb=st.floats(0.05, 16),
+    budget=st.floats(0.1, 10),
+    space=st.sampled_from(["elastic", "heterofl", "full"]),
+)
+def test_chosen_spec_fits_and_is_the_largest_that_does(gflops, mem_gb, budget, space):
+    device = replace(TIERS["laptop"], flops_per_s=gflops * 1e9, memory_bytes=mem_gb * 2**30)
+    spec, why = choose_spec(ARCH, device, space, 32, 64, budget, None)
+
+    def fits(s):
+        c = E.cost(ARCH, s, 64, 32)
+        return c.memory_bytes <= device.memory_bytes and 32 * c.flops_per_example / device.flops_per_s <= budget
+
+    options = candidates(ARCH, space)
+    if why:
+        assert not any(fits(s) for s in options) and spec == options[-1]
+    else:
+        assert fits(spec)
+        assert all(E.cost(ARCH, s, 64, 1).params <= E.cost(ARCH, spec, 64, 1).params for s in options if fits(s))
+
+
+def test_configure_sizes_payloads_to_devices_and_drops_the_unfit():
+    sc = scenario()
+    s = sc.strategy
+    state = s.initial_state(sc.workbench)
+    assert not any(k.startswith("encoder.embeddings.") for k in state)  # frozen, never sent
+    tasks = s.configure(1, state, sc.devices)
+    by_tier = {d.tier: tasks[d.device_id] for d in sc.devices}
+    assert "unfit" in by_tier["low_end_phone"].config and by_tier["low_end_phone"].payload == {}
+    size = {t: sum(v.numel() for v in task.payload.values()) for t, task in by_tier.items()}
+    assert size["edge_server"] == sum(v.numel() for v in state.values())
+    assert size["high_end_phone"] < size["laptop"] <= size["edge_server"]
+    with pytest.raises(Exception, match="cannot train"):
+        s.client_update(by_tier["low_end_phone"], sc.workbench, sc.clients[0], None)
+
+
+def _updates(s, state, specs, values, counts):
+    """Hand-made updates: client k sends its slice of ``state`` filled with ``values[k]``."""
+    tasks, updates = {}, []
+    for cid, (spec, v, n) in enumerate(zip(specs, values, counts, strict=True)):
+        payload = E.slice_state(state, spec, s.arch)
+        tasks[cid] = ClientTask(cid, 1, payload, {"spec": spec.to_list()})
+        up = {k: torch.full_like(t, v) for k, t in payload.items() if k in s.trained_keys}
+        updates.append(ClientUpdate(cid, 1, up, num_examples=n, flops=0.0))
+    return tasks, updates
+
+
+@pytest.mark.parametrize("rule", ["coverage", "participants"])
+def test_aggregation_known_answers(rule):
+    sc = scenario("algorithm.salience=none", f"algorithm.aggregation={rule}")
+    s = sc.strategy
+    state = {k: torch.zeros_like(v) for k, v in s.initial_state(sc.workbench).items()}
+    half = E.Spec((32, 32), (8, 8))  # FFN 64 -> 32, Q/K 16 -> 8 per head
+    tasks, updates = _updates(s, state, [half, E.Spec.full(s.arch)], [1.0, 3.0], [1, 3])
+    out = s.aggregate(1, state, updates, tasks).state
+    w1 = out["encoder.encoder.layer.0.intermediate.dense.weight"]
+    q = out["encoder.encoder.layer.1.attention.self.query.weight"]
+    v = out["encoder.encoder.layer.0.attention.self.value.weight"]  # fixed: both clients trained it
+    if rule == "coverage":  # sample-weighted over the clients that trained a coordinate
+        assert torch.allclose(w1[:32], torch.tensor(2.5)) and torch.allclose(w1[32:], torch.tensor(3.0))
+        assert torch.allclose(q[:8], torch.tensor(2.5)) and torch.allclose(q[8:16], torch.tensor(3.0))
+        assert torch.allclose(v, torch.tensor(2.5))
+    else:  # plain mean of full-size models; an untrained coordinate keeps the old value (0) there
+        assert torch.allclose(w1[:32], torch.tensor(2.0)) and torch.allclose(w1[32:], torch.tensor(1.5))
+        assert torch.allclose(q[16:24], torch.tensor(2.0)) and torch.allclose(q[24:32], torch.tensor(1.5))
+        assert torch.allclose(v, torch.tensor(2.0))
+
+
+def test_bad_updates_are_rejected_not_merged():
+    sc = scenario("algorithm.salience=none")
+    s = sc.strategy
+    state = s.initial_state(sc.workbench)
+    half = E.Spec((32, 32), (8, 8))
+    tasks, updates = _updates(s, state, [half, half, half], [1.0, 2.0, 3.0], [1, 1, 1])
+    key = "encoder.encoder.layer.0.intermediate.dense.weight"
+    updates[1].payload[key] = torch.full((64, 32), 2.0)  # a full-size tensor for a half-width task
+    updates[2].payload[key] = updates[2].payload[key] * float("nan")
+    result = s.aggregate(1, state, updates, tasks)
+    assert set(result.rejected) == {1, 2}
+    assert torch.allclose(result.state[key][:32], torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_rounds_charge_less_to_smaller_subnetworks(finetune):
+    sc = scenario("rounds=2", f"model.finetune={finetune}", "algorithm.unfit=force")
+    out = Engine(sc).run()
+    rows = [r for r in out["ledger"].clients if r["round"] == 1]
+    assert all(r["status"] == "ok" for r in rows)
+    tier = {d.device_id: d.tier for d in sc.devices}
+    by = {tier[r["client"]]: r for r in rows}
+    per_ex = {t: r["flops"] / r["num_examples"] for t, r in by.items()}
+    assert per_ex["high_end_phone"] < 0.8 * per_ex["edge_server"]
+    assert by["low_end_phone"]["client_over_budget"] == 1 and by["edge_server"]["client_over_budget"] == 0
+    if finetune == "full":
+        assert by["high_end_phone"]["bytes_up"] < by["edge_server"]["bytes_up"]
+    else:  # LoRA: elastic frozen weights come down, only adapters and head go up
+        assert by["edge_server"]["bytes_up"] < by["edge_server"]["bytes_down"] / 4
+    # the global model is still the full width, in salience order
+    state = out["state"]
+    assert (
+        state[
+            "encoder.encoder.layer.0.output.dense.weight"
+            if finetune == "full"
+            else "encoder.encoder.layer.0.output.dense.weight"
+        ].shape[1]
+        == 64
+    )
+
+
+def test_same_seed_same_numbers_and_drop_leaves_a_ledger_row():
+    a = Engine(scenario("rounds=1")).run()
+    b = Engine(scenario("rounds=1")).run()
+    assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+    dropped = [r for r in a["ledger"].clients if r["status"] == "dropped"]
+    assert dropped and all("cannot train" in r["reason"] and r["bytes_down"] == 0 for r in dropped)
+
+
+def test_cli_train_then_export(tmp_path):
+    runner = CliRunner()
+    run_dir = tmp_path / "run"
+    sets = [a for o in [*TINY, "rounds=2"] for a in ("--set", o)]
+    result = runner.invoke(app, ["train", "--out", str(run_dir), *sets])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "export.json"
+    result = runner.invoke(app, ["export", str(run_dir), "--budget", "laptop", "--budget", "full", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["subnetworks"]
+    laptop, full = rows
+    assert laptop["budget"] == "laptop" and full["budget"] == "full"
+    assert laptop["params"] < full["params"] and laptop["flops_per_example"] < full["flops_per_example"]
+    assert 0.0 <= laptop["accuracy"] <= 1.0
+    assert abs(full["accuracy"] - json.loads((run_dir / "summary.json").read_text())["final_accuracy"]) < 1e-9
+    bad = runner.invoke(app, ["export", str(run_dir), "--budget", "toaster"])
+    assert bad.exit_code == 2 and "toaster" in bad.output and "Traceback" not in bad.output
+    assert RaFFM  # the strategy is registered under its module
