@@ -167,3 +167,33 @@ def test_deployment_superlink_two_supernodes_flwr_run(tmp_path):
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_raffm_subnetworks_on_flower_match_inprocess(tmp_path):
+    """Per-client subnetwork specs travel in the task config; declined devices are never contacted."""
+    from edgefm.fl import flower
+    from edgefm.fl.scenario import build
+
+    cfg = config.load(
+        None,
+        [
+            *TINY,
+            "clients=4",
+            "model.finetune=full",
+            "algorithm.name=raffm",
+            "algorithm.step_budget_s=0.001",
+            "edge.tiers={low_end_phone: 1, high_end_phone: 1, laptop: 1, edge_server: 1}",
+            "edge.jitter=0",
+        ],
+    )
+    inproc = Engine(build(cfg)).run()
+    out = flower.run_simulation(cfg, tmp_path)
+    a, b = inproc["ledger"], out["ledger"]
+    assert [r["accuracy"] for r in a.rounds] == pytest.approx([r["accuracy"] for r in b.rounds], abs=1e-6)
+    assert [(r["status"], r["bytes_up"], r["flops"]) for r in a.clients] == [
+        (r["status"], r["bytes_up"], r["flops"]) for r in b.clients
+    ]
+    statuses = [r["status"] for r in b.clients]
+    assert "dropped" in statuses and "ok" in statuses
+    assert len({r["bytes_up"] for r in b.clients if r["status"] == "ok"}) >= 2  # different subnetworks

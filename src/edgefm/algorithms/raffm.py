@@ -104,7 +104,7 @@ def choose_spec(
     step = batch * c.flops_per_example / device.flops_per_s
     return specs[-1], (
         f"device {device.device_id} ({device.tier}) cannot train even the smallest subnetwork: "
-        f"{step:.1f} s per step (budget {step_budget_s:g} s), {c.memory_bytes / 2**30:.2f} GiB "
+        f"{step:.3g} s per step (budget {step_budget_s:g} s), {c.memory_bytes / 2**30:.2f} GiB "
         f"(has {device.memory_bytes / 2**30:.2f} GiB)"
     )
 
@@ -167,7 +167,7 @@ class RaFFM(Strategy):
         for d in devices:
             spec, unfit = self.spec_for(d)
             if unfit and self.algo.unfit == "drop":
-                tasks[d.device_id] = ClientTask(d.device_id, rnd, {}, {"unfit": unfit})
+                tasks[d.device_id] = ClientTask(d.device_id, rnd, {}, {"declined": unfit})
                 continue
             payload = E.slice_state(state, spec, self.arch)
             tasks[d.device_id] = ClientTask(
@@ -180,8 +180,8 @@ class RaFFM(Strategy):
 
     def client_update(self, task: ClientTask, workbench, data: ClientData, private: Tensors | None) -> ClientUpdate:
         self._prepare(workbench)
-        if "unfit" in task.config:
-            raise EdgefmError(task.config["unfit"])
+        if task.config.get("declined"):  # the engine never sends these; a direct caller gets the reason
+            raise EdgefmError(task.config["declined"])
         spec = E.Spec.from_list(task.config["spec"])
         sub = E.extract(workbench.model, spec, self.arch)
         E.load_tensors(sub, task.payload)
@@ -235,11 +235,14 @@ class RaFFM(Strategy):
             merged = participants_mean(placed, state)
         return self._reorder(merged)
 
+    def load_state(self, workbench, state: Tensors) -> None:
+        self._prepare(workbench)
+        E.load_tensors(workbench.model, state)  # a full-width state; the embeddings stay as they are
+
     def evaluate(
         self, state: Tensors, workbench, test: Encoded, clients: list[ClientData], private: dict[int, Tensors]
     ) -> dict[str, float]:
-        self._prepare(workbench)
-        E.load_tensors(workbench.model, state)
+        self.load_state(workbench, state)
         metrics = {"accuracy": workbench.accuracy(test), **client_accuracies(workbench, clients)}
         return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
 

@@ -61,6 +61,8 @@ def _split_config(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Tensor
             arrays[k] = v
         elif isinstance(v, bool | int | float | str):
             scalars[k] = v
+        elif isinstance(v, list) and v and all(type(x) is type(v[0]) and isinstance(x, int | float | str) for x in v):
+            scalars[k] = v  # e.g. RaFFM's per-layer subnetwork widths
         else:
             raise EdgefmError(f"task config {k!r}: {type(v).__name__} cannot travel in a Flower message")
     return scalars, arrays
@@ -138,7 +140,7 @@ def _evaluate(msg: Message, context: Context) -> Message:
     state = _from_record(msg.content["state"])
     own = _from_record(context.state["private"]) if "private" in context.state.array_records else None
     personalized = bool(meta["personalized"])
-    sc.workbench.set_state(own if personalized and own is not None else state)
+    sc.strategy.load_state(sc.workbench, own if personalized and own is not None else state)
     data = sc.clients[cid]
     out: dict[str, float] = {"has_test": float(len(data.test) > 0)}
     if len(data.test):
@@ -238,7 +240,7 @@ class FlowerTransport:
         sc, strategy = self.sc, self.sc.strategy
         metrics: dict[str, float] = {}
         if not strategy.personalized:
-            sc.workbench.set_state(state)
+            strategy.load_state(sc.workbench, state)
             metrics["accuracy"] = sc.workbench.accuracy(sc.test)
         content = RecordDict(
             {

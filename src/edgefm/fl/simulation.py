@@ -119,7 +119,11 @@ class Engine:
         sampled = sample_clients(cfg.seed, rnd, len(sc.clients), 1.0 if strategy.pooled else cfg.fraction)
         self.cb.on_round_start(rnd, sampled)
         tasks = strategy.configure(rnd, state, [sc.devices[i] for i in sampled])
-        replies = {r.client_id: r for r in self.transport.train(rnd, tasks)}
+        # a device that declines a task (e.g. no subnetwork fits its budget) is not contacted
+        declined = {cid: t.config["declined"] for cid, t in tasks.items() if t.config.get("declined")}
+        sent = {cid: t for cid, t in tasks.items() if cid not in declined}
+        replies = {r.client_id: r for r in self.transport.train(rnd, sent)} if sent else {}
+        replies.update({cid: Reply(cid, None, why) for cid, why in declined.items()})
         for cid in tasks:
             if cid not in replies:
                 replies[cid] = Reply(cid, None, "no reply (timed out)")

@@ -38,7 +38,9 @@ class ClientTask:
     client_id: int
     round: int
     payload: Tensors  # what the server sends down (counted in the ledger)
-    config: dict[str, Any] = field(default_factory=dict)  # hyper-parameters; small, not counted
+    # hyper-parameters; small, not counted. config["declined"] = reason: the device cannot take
+    # this task, so the engine does not contact it and records it as dropped with that reason.
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,6 +100,10 @@ class Strategy(ABC):
         self, state: Tensors, workbench, test: Encoded, clients: list[ClientData], private: dict[int, Tensors]
     ) -> dict[str, float]:
         """Global (and, for personalized methods, per-client) metrics."""
+
+    def load_state(self, workbench, state: Tensors) -> None:
+        """Put a (global or client) state into the workbench, e.g. to evaluate it on a Flower node."""
+        workbench.set_state(state)
 
     def trainable_parameters(self, workbench) -> int:
         """Parameters this method trains on a device (for reports)."""
