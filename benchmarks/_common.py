@@ -5,11 +5,33 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parents[1]
+
+
+def train_run(overrides: list[str], out: Path) -> dict[str, Any]:
+    """``edgefm train`` in a subprocess into ``out``; a folder that already holds a summary is
+    reused, so long grids can be built up across sessions."""
+    if not (out / "summary.json").is_file():
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgefm.cli",
+            "train",
+            "--out",
+            str(out),
+            *[a for o in overrides for a in ("--set", o)],
+        ]
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
+    return json.loads((out / "summary.json").read_text())
 
 
 def machine() -> dict[str, Any]:

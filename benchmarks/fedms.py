@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import RESULTS, machine, table
+from benchmarks._common import RESULTS, ROOT, machine, table, train_run
 
-ROOT = Path(__file__).resolve().parents[1]
 FEDMS = ["algorithm.name=fedms"]
 METHODS = {
     "fedavg": ["algorithm.name=fedavg"],
@@ -35,22 +31,6 @@ METHODS = {
     "fedms fixed-gate": [*FEDMS, "algorithm.gate=fixed"],
     "fedms global-only": [*FEDMS, "algorithm.experts=global"],
 }
-
-
-def run(name: str, overrides: list[str], out: Path) -> dict:
-    if not (out / "summary.json").is_file():
-        cmd = [
-            sys.executable,
-            "-m",
-            "edgefm.cli",
-            "train",
-            "--out",
-            str(out),
-            *[a for o in overrides for a in ("--set", o)],
-        ]
-        subprocess.run(["rm", "-rf", str(out)], check=True)
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    return json.loads((out / "summary.json").read_text())
 
 
 def trainable_percent(overrides: list[str]) -> float:
@@ -102,7 +82,7 @@ def main() -> None:
                     out = args.runs_dir / f"{ds}-a{alpha}-{method.replace(' ', '_').replace('+', '_')}-s{seed}"
                     if args.cached_only and not (out / "summary.json").is_file():
                         continue
-                    s = run(method, [*common, *extra], out)
+                    s = train_run([*common, *extra], out)
                     raw.append(
                         {
                             "dataset": ds,

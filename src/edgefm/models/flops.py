@@ -14,7 +14,23 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+# torch counts fused attention on CUDA but not its CPU kernel; without this, attention scores
+# would be free on CPU except when a model falls back to the unfused path (e.g. RaFFM's narrow
+# query/key heads), which would charge such models more than the full one.
+def _cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+CPU_ATTENTION = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward,
+}
 
 PROBE_LENGTHS = (8, 16, 32)
 
@@ -35,7 +51,7 @@ def count_flops(
     was_training = model.training
     model.eval()  # dropout draws random numbers but costs no counted FLOPs
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
             if step is not None:
                 step(ids, mask)
             elif train:
