@@ -8,7 +8,7 @@ independently. After training, the RaFFM run of the first seed is cut for severa
 with ``edgefm export`` (no retraining). Runs are reused when their folder holds a summary.
 
     python -m benchmarks.raffm --datasets sst2,agnews --seeds 0,1,2
-    python -m benchmarks.raffm --model tiny_bert --datasets sst2 --seeds 0,1,2
+    python -m benchmarks.raffm --model tiny_bert --datasets sst2 --seeds 0,1,2 --rounds 15
 """
 
 from __future__ import annotations
@@ -73,7 +73,12 @@ def main() -> None:
     args = ap.parse_args()
     tiny = args.model == "tiny_bert"
     budget = args.step_budget or (0.012 if tiny else 3.0)  # the same tiers end up cut in both
-    lr = ["train.lr=0.003", "train.head_lr=0.01"] if tiny else ["train.lr=1e-4", "train.head_lr=1e-2"]
+    # a random tiny BERT learns nothing through frozen random embeddings: it trains them too
+    lr = (
+        ["train.lr=0.003", "train.head_lr=0.01", "algorithm.train_embeddings=true"]
+        if tiny
+        else ["train.lr=1e-4", "train.head_lr=1e-2"]
+    )
     rows, raw, exports = [], [], {}
     for ds in args.datasets.split(","):
         for method in args.methods.split(","):
@@ -137,6 +142,7 @@ def main() -> None:
 
 
 def write(args, rows, raw, exports, budget) -> None:
+    tiny = args.model == "tiny_bert"
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "raffm" if args.model == "minilm" else f"raffm_{args.model}"
     payload = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
@@ -159,10 +165,11 @@ def write(args, rows, raw, exports, budget) -> None:
         f"# RaFFM vs full-size FedAvg and HeteroFL ({args.model})",
         "",
         f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Scale: {args.model}, full-weight "
-        f"fine-tuning (embeddings frozen), datasets {args.datasets}, {args.clients} devices "
+        f"fine-tuning (embeddings {'trained' if tiny else 'frozen'}), datasets {args.datasets}, {args.clients} devices "
         f"({TIERS}, 20% jitter), Dirichlet alpha {args.alpha}, seeds {args.seeds}, {args.rounds} rounds, "
         f"{args.max_train} training examples, step budget {budget:g} s per batch of 32 x 64 tokens. Regenerate: "
-        f"`python -m benchmarks.raffm --model {args.model} --datasets {args.datasets} --seeds {args.seeds}`.",
+        f"`python -m benchmarks.raffm --model {args.model} --datasets {args.datasets} --seeds {args.seeds} "
+        f"--rounds {args.rounds}`.",
         "",
         *table(rows),
         "",

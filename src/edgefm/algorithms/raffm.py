@@ -17,7 +17,7 @@ Choices the paper leaves open, made here:
   row in the ledger, no traffic), ``force`` trains the smallest allowed network anyway (the
   ledger shows the straggler's time).
 - *Embeddings.* The word-embedding table is half of MiniLM and not elastic; it stays frozen and
-  is never sent (``model.finetune=full`` trains every other weight; ``lora`` trains LoRA on the
+  is never sent (``train_embeddings=true`` trains and exchanges it, for randomly initialised models) (``model.finetune=full`` trains every other weight; ``lora`` trains LoRA on the
   subnetwork plus the head, and downloads the frozen elastic weights each round because SPP
   reorders them). The unused BERT pooler is frozen too.
 - *SPP runs after every aggregation* (and on the initial model), so the state the server holds
@@ -65,6 +65,7 @@ class RaFFMConfig(AlgorithmConfig):
     unfit: Literal["drop", "force"] = "drop"
     step_budget_s: float = 3.0  # one training step must take at most this long on a device
     budget_seq_len: int = 64
+    train_embeddings: bool = False  # for randomly initialised models, whose embeddings must learn
 
     def __post_init__(self) -> None:
         if not self.step_budget_s > 0:
@@ -127,9 +128,15 @@ class RaFFM(Strategy):
     def _prepare(self, workbench) -> None:
         if self.arch is not None:
             return
+        if not any(E.rule(n) for n, _ in workbench.model.named_parameters()):
+            raise EdgefmError(
+                f"algorithm raffm: model {self.cfg.model.name!r} has no BERT-style query/key/intermediate/output "
+                "layers to make elastic; expected a BERT-family encoder (minilm, tiny_bert, or such a model.path)"
+            )
         self.arch = E.Arch.of(workbench.model)
+        frozen = FROZEN[1:] if self.algo.train_embeddings else FROZEN
         for name, p in workbench.model.named_parameters():
-            if name.startswith(FROZEN):
+            if name.startswith(frozen):
                 p.requires_grad = False
         self.trained_keys = {n for n, p in workbench.model.named_parameters() if p.requires_grad}
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+
 # torch counts fused attention on CUDA but not its CPU kernel; without this, attention scores
 # would be free on CPU except when a model falls back to the unfused path (e.g. RaFFM's narrow
 # query/key heads), which would charge such models more than the full one.
