@@ -105,8 +105,6 @@ def test_deterministic_and_cli(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(app, ["train", "configs/tiny.yaml", "--set", "algorithm.name=fedms", "engine=flower"])
-    assert r.exit_code == 2 and "does not run on the Flower engine yet" in r.output
 
 
 def test_stage2_flops_count_only_the_passes_a_mode_runs():

@@ -197,3 +197,19 @@ def test_raffm_subnetworks_on_flower_match_inprocess(tmp_path):
     statuses = [r["status"] for r in b.clients]
     assert "dropped" in statuses and "ok" in statuses
     assert len({r["bytes_up"] for r in b.clients if r["status"] == "ok"}) >= 2  # different subnetworks
+
+
+@pytest.mark.slow
+def test_fedms_on_flower_matches_inprocess(tmp_path):
+    """Local experts and gates stay on the nodes (context.state); nodes evaluate the mixtures."""
+    from edgefm.fl import flower
+    from edgefm.fl.scenario import build
+
+    cfg = config.load(None, [*TINY, "rounds=3", "algorithm.name=fedms", "algorithm.stage1_rounds=1"])
+    inproc = Engine(build(cfg)).run()
+    out = flower.run_simulation(cfg, tmp_path)
+    a, b = inproc["ledger"].rounds, out["ledger"].rounds
+    for key in ("accuracy", "client_acc_mean", "client_acc_min"):
+        assert [r[key] for r in a] == pytest.approx([r[key] for r in b], abs=1e-6), key
+    assert [(r["bytes_up"], r["bytes_down"]) for r in a] == [(r["bytes_up"], r["bytes_down"]) for r in b]
+    assert a[-1]["client_acc_mean"] != a[0]["client_acc_mean"]  # stage 2 mixtures were evaluated

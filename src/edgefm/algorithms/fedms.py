@@ -101,7 +101,6 @@ def _prepare(workbench, cfg) -> None:
 class FedMS(FedAvg):
     Config = FedMSConfig
     personalized = True
-    flower_ready = False  # nodes would need the mixture to evaluate clients: not wired up yet
 
     # -- bookkeeping --------------------------------------------------------------------
     def stage(self, rnd: int) -> int:
@@ -320,26 +319,27 @@ class FedMS(FedAvg):
         L.route_adapters(model, "default", None)
         return correct / len(data)
 
+    def load_state(self, workbench, state: Tensors) -> None:
+        """The global expert alone (the gate adapter needs a client's local expert)."""
+        _prepare(workbench, self.cfg)
+        L.route_adapters(workbench.model, "default", None)
+        workbench.set_state({k: v for k, v in state.items() if not k.startswith(GATE)})
+
+    def client_accuracy(self, state: Tensors, workbench, data: ClientData, private: Tensors | None) -> float:
+        """Its mixture once it has a local expert (stage 2), else the global expert."""
+        if private is None:
+            return super().client_accuracy(state, workbench, data, None)
+        _prepare(workbench, self.cfg)
+        self._load_stage2(workbench, state, private)
+        return self._mixture_accuracy(workbench, data.test, self._blocks_of(private))
+
     def evaluate(
         self, state: Tensors, workbench, test: Encoded, clients: list[ClientData], private: dict[int, Tensors]
     ) -> dict[str, float]:
         """Global: the global expert on the test set. Per client: its mixture (stage 2) or the
         global expert (stage 1 / before it has a local expert) on its local test split."""
-        _prepare(workbench, self.cfg)
-        model = workbench.model
-        L.route_adapters(model, "default", None)
-        workbench.set_state({k: v for k, v in state.items() if not k.startswith(GATE)})
-        metrics = {"accuracy": workbench.accuracy(test)}
-        accs = []
-        for c in clients:
-            if len(c.test) == 0:
-                continue
-            if c.client_id in private and private[c.client_id] is not None:
-                self._load_stage2(workbench, state, private[c.client_id])
-                accs.append(self._mixture_accuracy(workbench, c.test, self._blocks_of(private[c.client_id])))
-                workbench.set_state({k: v for k, v in state.items() if not k.startswith(GATE)})
-            else:
-                accs.append(workbench.accuracy(c.test))
+        metrics = {"accuracy": self.global_accuracy(state, workbench, test)}
+        accs = [self.client_accuracy(state, workbench, c, private.get(c.client_id)) for c in clients if len(c.test)]
         if accs:
             metrics.update(client_acc_mean=float(np.mean(accs)), client_acc_min=float(np.min(accs)))
         return metrics

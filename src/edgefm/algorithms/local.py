@@ -28,6 +28,7 @@ class LocalConfig(AlgorithmConfig):
 class Local(FedAvg):
     Config = LocalConfig
     personalized = True
+    global_from_state = False  # the global figure is the mean of the clients' own models
 
     def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
         # The initial adapters come from the shared seed, generated on the device: nothing is sent.

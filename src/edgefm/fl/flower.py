@@ -139,13 +139,12 @@ def _evaluate(msg: Message, context: Context) -> Message:
     cid = _partition(context)
     state = _from_record(msg.content["state"])
     own = _from_record(context.state["private"]) if "private" in context.state.array_records else None
-    personalized = bool(meta["personalized"])
-    sc.strategy.load_state(sc.workbench, own if personalized and own is not None else state)
-    data = sc.clients[cid]
+    strategy, data = sc.strategy, sc.clients[cid]
     out: dict[str, float] = {"has_test": float(len(data.test) > 0)}
     if len(data.test):
-        out["client_acc"] = sc.workbench.accuracy(data.test)
-    if personalized:
+        out["client_acc"] = strategy.client_accuracy(state, sc.workbench, data, own)
+    if not strategy.global_from_state:  # e.g. local-only: the mean of the clients' own models
+        strategy.load_state(sc.workbench, own if own is not None else state)
         out["global_acc"] = sc.workbench.accuracy(sc.test)
     return msg.create_reply(RecordDict({"metrics": MetricRecord(out)}))
 
@@ -239,14 +238,11 @@ class FlowerTransport:
     def evaluate(self, rnd: int, state: Tensors) -> dict[str, float]:
         sc, strategy = self.sc, self.sc.strategy
         metrics: dict[str, float] = {}
-        if not strategy.personalized:
-            strategy.load_state(sc.workbench, state)
-            metrics["accuracy"] = sc.workbench.accuracy(sc.test)
+        if strategy.global_from_state:
+            metrics["accuracy"] = strategy.global_accuracy(state, sc.workbench, sc.test)
         content = RecordDict(
             {
-                "task": ConfigRecord(
-                    {CONFIG_KEY: self.cfg_yaml, "threads": self.threads, "personalized": int(strategy.personalized)}
-                ),
+                "task": ConfigRecord({CONFIG_KEY: self.cfg_yaml, "threads": self.threads}),
                 "state": _to_record(state),
             }
         )

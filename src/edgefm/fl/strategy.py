@@ -101,9 +101,24 @@ class Strategy(ABC):
     ) -> dict[str, float]:
         """Global (and, for personalized methods, per-client) metrics."""
 
+    # Set when the global accuracy is that of the global state alone (computed on the server);
+    # otherwise it is the mean over clients of their own models (computed on the nodes).
+    global_from_state: ClassVar[bool] = True
+
     def load_state(self, workbench, state: Tensors) -> None:
         """Put a (global or client) state into the workbench, e.g. to evaluate it on a Flower node."""
         workbench.set_state(state)
+
+    def global_accuracy(self, state: Tensors, workbench, test: Encoded) -> float:
+        """The global model's accuracy on ``test`` (the server side of ``evaluate`` on Flower)."""
+        self.load_state(workbench, state)
+        return workbench.accuracy(test)
+
+    def client_accuracy(self, state: Tensors, workbench, data: ClientData, private: Tensors | None) -> float:
+        """One client's accuracy on its local test split, with its own model for personalized
+        methods (the node side of ``evaluate`` on Flower)."""
+        self.load_state(workbench, private if self.personalized and private is not None else state)
+        return workbench.accuracy(data.test)
 
     def trainable_parameters(self, workbench) -> int:
         """Parameters this method trains on a device (for reports)."""
