@@ -46,6 +46,7 @@ def time_to_target(run_dir: Path, target: float) -> float | None:
 
 
 def device_figures(run_dir: Path) -> dict[str, float]:
+    rounds_ = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rows = [json.loads(x) for x in (run_dir / "clients.jsonl").read_text().splitlines()]
     ok = [r for r in rows if r["status"] == "ok"]
     rounds = max(r["round"] for r in rows)
@@ -54,6 +55,7 @@ def device_figures(run_dir: Path) -> dict[str, float]:
         "params_min_M": float(np.min([r["client_subnet_params"] for r in ok])) / 1e6,
         "GFLOPs/device/round": float(np.mean([r["flops"] for r in ok])) / 1e9,
         "dropped/round": sum(r["status"] == "dropped" for r in rows) / rounds,
+        "last2_acc": float(np.mean([r["accuracy"] for r in rounds_[-2:]])),  # less noisy than the last round
     }
 
 
@@ -126,6 +128,7 @@ def main() -> None:
                     "seeds": len(done),
                     "global_acc": float(np.mean([s["final_accuracy"] for s, _, _ in done])),
                     "acc_std": float(np.std([s["final_accuracy"] for s, _, _ in done])),
+                    "last2_acc": float(np.mean([f["last2_acc"] for _, f, _ in done])),
                     "params/device_M (mean, min)": f"{np.mean([f['params_mean_M'] for _, f, _ in done]):.2f}, "
                     f"{np.mean([f['params_min_M'] for _, f, _ in done]):.2f}",
                     "GFLOPs/device/round": float(np.mean([f["GFLOPs/device/round"] for _, f, _ in done])),
@@ -174,7 +177,7 @@ def write(args, rows, raw, exports, budget) -> None:
         *table(rows),
         "",
         "global_acc: the global model on the test set after the last round (mean over seeds; acc_std their standard "
-        "deviation). params/device: parameters of the network each training device held (embeddings included). "
+        "deviation); last2_acc: the mean of the last two rounds' accuracy, less sensitive to one round's swing. params/device: parameters of the network each training device held (embeddings included). "
         "GFLOPs/device/round: measured training FLOPs per participating device. sim_s: simulated seconds (a round "
         "lasts as long as its slowest device). dropped: devices per round left out because no allowed network fit.",
         "",
