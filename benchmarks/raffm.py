@@ -32,7 +32,9 @@ METHODS = {
 TARGET = {"sst2": 0.75, "agnews": 0.80}
 TIERS = "{low_end_phone: 0.5, high_end_phone: 0.2, embedded_gpu: 0.1, laptop: 0.1, edge_server: 0.1}"
 EXPORT_BUDGETS = ["iot_camera", "low_end_phone", "high_end_phone", "full"]
-EXPORTED = ["RaFFM", "RaFFM w/o SPP"]  # cut after training: with and without salience order
+# cut after training (method -> apply SPP at export?): the two RaFFM runs as trained, and the
+# full-size model cut as trained and after a post-hoc SPP reordering
+EXPORTED = {"RaFFM": [False], "RaFFM w/o SPP": [False], "full-size FedAvg (force)": [False, True]}
 
 
 def time_to_target(run_dir: Path, target: float) -> float | None:
@@ -115,10 +117,12 @@ def main() -> None:
                 tt = time_to_target(out, TARGET[ds])
                 raw.append({"dataset": ds, "method": method, "seed": seed, "time_to_target_s": tt, **figures, **s})
                 done.append((s, figures, tt))
-                if method in EXPORTED and (ds, method) not in exports:
-                    from edgefm.algorithms.raffm import export_subnetworks
+                for spp in EXPORTED.get(method, []):
+                    key = (ds, method + (" + SPP at export" if spp else ""))
+                    if key not in exports:
+                        from edgefm.algorithms.raffm import export_subnetworks
 
-                    exports[(ds, method)] = export_subnetworks(out, EXPORT_BUDGETS)
+                        exports[key] = export_subnetworks(out, EXPORT_BUDGETS, spp=spp)
             if not done:
                 continue
             reached = [tt for _, _, tt in done if tt is not None]
@@ -186,8 +190,9 @@ def write(args, rows, raw, exports, budget) -> None:
         "",
         "## Subnetworks cut after training (`edgefm export`, the first seed's run, no retraining)",
         "",
-        "The same budgets cut from the model trained with SPP (kept in salience order) and without it (leading "
-        "slices of the unordered weights). iot_camera fits no subnetwork at this budget; its row is the smallest one.",
+        "The same budgets cut from the model trained with SPP (kept in salience order), from the one trained "
+        "without it (leading slices of the unordered weights), and from the full-size model as trained and after "
+        "a post-hoc SPP reordering. iot_camera fits no subnetwork at this budget; its row is the smallest one.",
         "",
         *table(export_rows),
         "",

@@ -191,6 +191,11 @@ def test_cli_train_then_export(tmp_path):
     assert laptop["params"] < full["params"] and laptop["flops_per_example"] < full["flops_per_example"]
     assert 0.0 <= laptop["accuracy"] <= 1.0
     assert abs(full["accuracy"] - json.loads((run_dir / "summary.json").read_text())["final_accuracy"]) < 1e-9
+    # the run was trained with SPP, so reordering again before cutting changes nothing (idempotent)
+    again = tmp_path / "again.json"
+    result = runner.invoke(app, ["export", str(run_dir), "--budget", "laptop", "--spp", "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(again.read_text())["subnetworks"][0]["accuracy"] == laptop["accuracy"]
     bad = runner.invoke(app, ["export", str(run_dir), "--budget", "toaster"])
     assert bad.exit_code == 2 and "toaster" in bad.output and "Traceback" not in bad.output
     assert RaFFM  # the strategy is registered under its module

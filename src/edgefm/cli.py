@@ -413,13 +413,14 @@ def export(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A finished raffm run folder."),
     budget: list[str] = typer.Option(..., "--budget", help="A device tier (e.g. low_end_phone) or full; repeatable."),
     out: Path | None = typer.Option(None, "--out", help="Also write the table as JSON here."),
+    spp: bool = typer.Option(False, "--spp", help="Reorder by salience before cutting (a model trained without SPP)."),
 ) -> None:
     """Cut a trained RaFFM model to a device's budget, without retraining: accuracy, size, FLOPs."""
     from edgefm.algorithms.raffm import export_subnetworks
 
     try:
         with console.status("cutting subnetworks"):
-            result = export_subnetworks(run_dir, budget)
+            result = export_subnetworks(run_dir, budget, spp=spp)
     except EdgefmError as exc:
         fail(str(exc))
     table = Table(title=f"{run_dir.name}: subnetworks on {result['dataset']}")

@@ -266,9 +266,12 @@ def participants_mean(placed: list[Tensors], previous: Tensors) -> Tensors:
     return out
 
 
-def export_subnetworks(run_dir: Path, budgets: list[str]) -> dict:
+def export_subnetworks(run_dir: Path, budgets: list[str], spp: bool = False) -> dict:
     """Deployment-time scaling: cut the trained global model for each budget (a device tier, or
-    ``full``) without retraining, and measure each cut's test accuracy, size and FLOPs."""
+    ``full``) without retraining, and measure each cut's test accuracy, size and FLOPs.
+
+    ``spp`` reorders the weights by salience before cutting (for a model trained without SPP;
+    a model trained with it is already in salience order)."""
     from edgefm import config
     from edgefm.fl import checkpoint
     from edgefm.fl.scenario import build
@@ -287,6 +290,8 @@ def export_subnetworks(run_dir: Path, budgets: list[str]) -> dict:
     sc = build(cfg)
     strategy: RaFFM = sc.strategy
     strategy._prepare(sc.workbench)
+    if spp:
+        state = E.reorder(state, strategy.arch, lora_scaling=strategy.scaling)
     E.load_tensors(sc.workbench.model, state)
     rows = []
     for budget in budgets:
