@@ -161,10 +161,16 @@ class RaFFM(Strategy):
         return sum(p.numel() for n, p in workbench.model.named_parameters() if n in self.trained_keys)
 
     # -- rounds ---------------------------------------------------------------------------
-    def spec_for(self, device: DeviceProfile) -> tuple[E.Spec, str]:
+    def spec_for(self, device: DeviceProfile, space: str | None = None) -> tuple[E.Spec, str]:
         a = self.algo
         return choose_spec(
-            self.arch, device, a.space, self.cfg.train.batch_size, a.budget_seq_len, a.step_budget_s, self.lora_rank
+            self.arch,
+            device,
+            space or a.space,
+            self.cfg.train.batch_size,
+            a.budget_seq_len,
+            a.step_budget_s,
+            self.lora_rank,
         )
 
     def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
@@ -292,10 +298,11 @@ def export_subnetworks(run_dir: Path, budgets: list[str], spp: bool = False) -> 
     strategy._prepare(sc.workbench)
     if spp:
         state = E.reorder(state, strategy.arch, lora_scaling=strategy.scaling)
+    space = "elastic" if cfg.algorithm.space == "full" else cfg.algorithm.space  # a full-size model is cut finely
     E.load_tensors(sc.workbench.model, state)
     rows = []
     for budget in budgets:
-        spec, why = (E.Spec.full(strategy.arch), "") if budget == "full" else strategy.spec_for(TIERS[budget])
+        spec, why = (E.Spec.full(strategy.arch), "") if budget == "full" else strategy.spec_for(TIERS[budget], space)
         sub = E.extract(sc.workbench.model, spec, strategy.arch)
         params = sum(p.numel() for p in sub.parameters())
         rows.append(
