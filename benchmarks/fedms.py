@@ -141,7 +141,9 @@ def main() -> None:
         "model for personalized methods (FedMS: its mixture). global_acc: the global model (FedMS: the global expert; "
         "local: mean of the clients' models) on the test set. trainable_%: parameters trained, of the whole model "
         "(FedMS counts both experts and the gate). FLOPs and seconds: measured per round on each device's profile, "
-        "summed over devices / slowest device.",
+        "summed over devices / slowest device. The SST-2 seed-0 runs and the AG News fedavg and local runs were "
+        "measured before FLOP counting included PyTorch's fused CPU attention kernel (1-3% more FLOPs at these "
+        "lengths); seeds: the seeds each row averages (the grid is filled in across sessions).",
         "",
     ]
     (RESULTS / "fedms.md").write_text("\n".join(lines))
