@@ -183,14 +183,18 @@ class FlowerTransport:
             )
             for n in nodes
         ]
-        mapping = {}
+        mapping, errors = {}, []
         for reply in self.grid.send_and_receive(msgs, timeout=self.timeout):
             if reply.has_error():
+                errors.append(reply.error.reason)
                 continue
             mapping[int(reply.content["node"]["partition-id"])] = reply.metadata.src_node_id
         missing = sorted(set(range(want)) - set(mapping))
         if missing:
-            raise EdgefmError(f"no Flower node holds partition(s) {missing[:5]}; start one SuperNode per partition")
+            why = f" (a node answered: {errors[0]})" if errors else f" (no answer within {self.timeout:.0f} s)"
+            raise EdgefmError(
+                f"no Flower node holds partition(s) {missing[:5]}{why}; start one SuperNode per partition"
+            )
         return mapping
 
     def _message(self, cid: int, content: RecordDict, kind: str) -> Message:
