@@ -33,6 +33,20 @@ METHODS = {
 }
 
 
+MIXTURES = ("fedms", "fedms all-blocks", "fedms fixed-gate")
+
+
+def experts(run_dir: Path) -> dict[str, float]:
+    """Mean per-client accuracy of the global expert, the local expert, the better of the two per
+    client (oracle) and the gate's weight on the local expert, from the run's checkpoint (cached)."""
+    cached = run_dir / "experts.json"
+    if not cached.is_file():
+        from edgefm.algorithms.fedms import diagnose_run
+
+        cached.write_text(json.dumps(diagnose_run(run_dir), indent=1))
+    return json.loads(cached.read_text())["mean"]
+
+
 def trainable_percent(overrides: list[str]) -> float:
     """Trained parameters as a share of the whole model, from the method itself."""
     from edgefm import config, registry
@@ -83,6 +97,8 @@ def main() -> None:
                     if args.cached_only and not (out / "summary.json").is_file():
                         continue
                     s = train_run([*common, *extra], out)
+                    if method in MIXTURES:
+                        s = {**s, **{f"experts_{k}": v for k, v in experts(out).items()}}
                     raw.append(
                         {
                             "dataset": ds,
@@ -113,6 +129,15 @@ def main() -> None:
                         "client_acc_mean": mean("client_acc_mean"),
                         "client_acc_worst": mean("client_acc_min"),
                         "global_acc": mean("final_accuracy"),
+                        **{
+                            f"{name} (same run)": mean(f"experts_{key}") if method in MIXTURES else "-"
+                            for name, key in (
+                                ("global expert", "acc_global"),
+                                ("local expert", "acc_local"),
+                                ("oracle", "oracle"),
+                                ("gate w_local", "gate_local"),
+                            )
+                        },
                         "trainable_%": trainable_percent([*common, *extra]),
                         "upload_MB/client/round": mean("upload_mb_per_client_round"),
                         "device_GFLOPs/round": mean("flops_per_round", 1e-9),
@@ -140,7 +165,10 @@ def main() -> None:
         "client_acc: accuracy on each client's local test split (mean and worst over clients), with each client's own "
         "model for personalized methods (FedMS: its mixture). global_acc: the global model (FedMS: the global expert; "
         "local: mean of the clients' models) on the test set. trainable_%: parameters trained, of the whole model "
-        "(FedMS counts both experts and the gate). FLOPs and seconds: measured per round on each device's profile, "
+        "(FedMS counts both experts and the gate). (same run): for the mixture runs, each client's global expert "
+        "alone, its local expert alone, the better of the two for each client (oracle), all as mean per-client "
+        "accuracy, and the gate's mean weight on the local expert, re-measured from the run's checkpoint "
+        "(`edgefm.algorithms.fedms.diagnose_run`). FLOPs and seconds: measured per round on each device's profile, "
         "summed over devices / slowest device. The SST-2 seed-0 runs and the AG News fedavg and local runs were "
         "measured before FLOP counting included PyTorch's fused CPU attention kernel (1-3% more FLOPs at these "
         "lengths); seeds: the seeds each row averages (the grid is filled in across sessions).",

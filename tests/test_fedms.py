@@ -1,5 +1,7 @@
 """FedMS on a tiny BERT: what each stage trains and uploads, the SAL schedule and its FLOP cut."""
 
+import json
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -105,6 +107,36 @@ def test_deterministic_and_cli(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
+    # the post-hoc breakdown re-evaluates the saved mixtures exactly as the run did
+    r = CliRunner().invoke(app, ["experts", str(tmp_path / "r"), "--out", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    d = json.loads((tmp_path / "e.json").read_text())
+    last = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert d["mean"]["acc_mixture"] == pytest.approx(last["client_acc_mean"])
+    for c in d["clients"]:
+        assert c["oracle"] == max(c["acc_global"], c["acc_local"]) and 0 < c["gate_local"] < 1
+
+
+def test_breakdown_with_a_saturated_gate_is_the_chosen_expert():
+    sc, out = run("rounds=2", "algorithm.stage1_rounds=1")
+    s, c = sc.strategy, sc.clients[0]
+    private = dict(out["private"][0])
+    for bias, expert in ((50.0, "acc_local"), (-50.0, "acc_global")):
+        private["gate_out.bias"] = torch.tensor([0.0, bias])
+        b = s.expert_breakdown(out["state"], sc.workbench, c.test, private)
+        assert b["acc_mixture"] == b[expert] and b["gate_local"] == pytest.approx(float(bias > 0), abs=1e-6)
+
+
+def test_diagnose_refuses_a_run_that_is_not_a_mixture(tmp_path):
+    from edgefm import EdgefmError
+    from edgefm.algorithms.fedms import diagnose_run
+
+    with pytest.raises(EdgefmError, match="no config.yaml"):
+        diagnose_run(tmp_path)
+    from edgefm.cli import app
+
+    r = CliRunner().invoke(app, ["experts", str(tmp_path)])
+    assert r.exit_code == 2 and "no config.yaml" in r.output and "Traceback" not in r.output
 
 
 def test_stage2_flops_count_only_the_passes_a_mode_runs():

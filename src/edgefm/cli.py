@@ -443,6 +443,33 @@ def export(
         console.print(f"table: {out}", highlight=False)
 
 
+@app.command()
+def experts(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A finished fedms run folder (experts=mixture)."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the breakdown as JSON here."),
+) -> None:
+    """Per client, a FedMS mixture against its own experts: global, local, the better of the two, the gate."""
+    from edgefm.algorithms.fedms import diagnose_run
+
+    try:
+        with console.status("evaluating the experts"):
+            result = diagnose_run(run_dir)
+    except EdgefmError as exc:
+        fail(str(exc))
+    table = Table(title=f"{run_dir.name}: experts on each client's local test split (round {result['round']})")
+    cols = ("acc_global", "acc_local", "oracle", "acc_mixture", "gate_local")
+    for col in ("client", "examples", "global expert", "local expert", "better of two", "mixture", "gate w_local"):
+        table.add_column(col, justify="right")
+    for r in result["clients"]:
+        table.add_row(str(r["client"]), str(r["n_test"]), *(f"{r[c]:.3f}" for c in cols))
+    for label in ("mean", "worst"):
+        table.add_row(label, "", *(f"{result[label][c]:.3f}" for c in cols))
+    console.print(table)
+    if out is not None:
+        _write_json(out, result)
+        console.print(f"breakdown: {out}", highlight=False)
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m edgefm`
     app()
 

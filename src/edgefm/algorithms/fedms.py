@@ -28,12 +28,14 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from edgefm import EdgefmError
 from edgefm.algorithms.fedavg import FedAvg
 from edgefm.config import AlgorithmConfig, ConfigError
 from edgefm.data.encode import Encoded
@@ -319,6 +321,35 @@ class FedMS(FedAvg):
         L.route_adapters(model, "default", None)
         return correct / len(data)
 
+    @torch.no_grad()
+    def expert_breakdown(self, state: Tensors, workbench, data: Encoded, private: Tensors) -> dict[str, float]:
+        """Why a mixture wins or loses, on one client's local test split: accuracy of the global
+        expert alone, the local expert alone and the mixture, and the gate's mean weight on the
+        local expert (0.5 for a fixed gate)."""
+        _prepare(workbench, self.cfg)
+        model, blocks = workbench.model, self._blocks_of(private)
+        self._load_stage2(workbench, state, private)
+        model.eval()
+        hits = {"global": 0, "local": 0, "mixture": 0}
+        w_local = 0.0
+        for batch in data.batches(128):
+            batch = batch.to(workbench.device)
+            ids, mask = batch.input_ids, batch.attention_mask
+            L.route_adapters(model, None)
+            feature = model.pooled(ids, mask)
+            L.route_adapters(model, "default", None)
+            p_global = torch.softmax(model(ids, mask), -1)
+            L.route_adapters(model, "local", blocks)
+            p_local = torch.softmax(model.local_head(model.dropout(model.pooled(ids, mask))), -1)
+            w = model.gate(feature) if self.algo.gate == "learned" else torch.full((len(ids), 2), 0.5)
+            mix = w[:, :1] * p_global + w[:, 1:] * p_local
+            for name, p in (("global", p_global), ("local", p_local), ("mixture", mix)):
+                hits[name] += int((p.argmax(-1) == batch.labels).sum())
+            w_local += float(w[:, 1].sum())
+        L.route_adapters(model, "default", None)
+        n = max(1, len(data))
+        return {**{f"acc_{k}": v / n for k, v in hits.items()}, "gate_local": w_local / n}
+
     def load_state(self, workbench, state: Tensors) -> None:
         """The global expert alone (the gate adapter needs a client's local expert)."""
         _prepare(workbench, self.cfg)
@@ -353,3 +384,45 @@ class FedMS(FedAvg):
 def _in_blocks(key: str, blocks: set[int]) -> bool:
     m = L._BLOCK.search(key)
     return bool(m) and int(m.group(1)) in blocks
+
+
+def diagnose_run(run_dir: Path) -> dict:
+    """Per-client expert breakdown of a finished FedMS mixture run, from its checkpoint: the
+    global expert, the local expert, their mixture, the per-client oracle (the better expert for
+    each client) and the gate's mean weight on the local expert."""
+    from edgefm import config
+    from edgefm.fl import checkpoint
+    from edgefm.fl.scenario import build
+
+    cfg_file = Path(run_dir) / "config.yaml"
+    if not cfg_file.is_file():
+        raise EdgefmError(f"{str(run_dir)!r}: no config.yaml in it; expected a run folder written by edgefm train")
+    cfg = config.load(cfg_file)
+    if cfg.algorithm.name != "fedms" or cfg.algorithm.experts != "mixture":
+        raise EdgefmError(
+            f"{str(run_dir)!r} is not a FedMS mixture run; expected algorithm.name=fedms, experts=mixture"
+        )
+    saved = checkpoint.load(Path(run_dir))
+    sc = build(cfg)
+    strategy: FedMS = sc.strategy
+    rows = []
+    for c in sc.clients:
+        private = saved.get("private", {}).get(c.client_id)
+        if private is None or len(c.test) == 0:
+            continue
+        row = strategy.expert_breakdown(saved["state"], sc.workbench, c.test, private)
+        row["oracle"] = max(row["acc_global"], row["acc_local"])
+        rows.append({"client": c.client_id, "n_test": len(c.test), **row})
+    if not rows:
+        raise EdgefmError(
+            f"{str(run_dir)!r}: no client has a local expert in the checkpoint; expected an in-process run "
+            "that reached stage 2 (Flower keeps local experts on the nodes)"
+        )
+    keys = ["acc_global", "acc_local", "acc_mixture", "oracle", "gate_local"]
+    return {
+        "run": str(run_dir),
+        "round": saved["round"],
+        "clients": rows,
+        "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys},
+        "worst": {k: float(np.min([r[k] for r in rows])) for k in keys},
+    }
