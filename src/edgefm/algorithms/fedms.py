@@ -21,6 +21,9 @@ Models" (arXiv 2312.15926). Choices the abstract leaves open, as fixed by the pr
 - Ablations: ``gate=fixed`` (0.5/0.5 mixture, nothing uploaded in stage 2), ``experts=global``
   (stage 2 skipped: FedAvg with SAL) and ``experts=local`` (local expert alone in stage 2).
 - Learning rates: ``train.lr`` for LoRA, ``train.head_lr`` for heads, ``gate_lr`` for the gate.
+- ``diagnose_run`` (``edgefm experts RUN``) re-evaluates a finished run's clients: global
+  expert, local expert, the better of the two per client, the mixture and the gate's weight, so
+  a mixture is judged against its own experts, not against separately trained runs.
 """
 
 from __future__ import annotations
