@@ -127,6 +127,7 @@ def main() -> None:
                             if (x["dataset"], x["alpha"], x["method"]) == (ds, alpha, method)
                         ),
                         "client_acc_mean": mean("client_acc_mean"),
+                        "±std": float(np.std([x["client_acc_mean"] for x in per_seed])),
                         "client_acc_worst": mean("client_acc_min"),
                         "global_acc": mean("final_accuracy"),
                         **{
@@ -168,7 +169,7 @@ def main() -> None:
         "(FedMS counts both experts and the gate). (same run): for the mixture runs, each client's global expert "
         "alone, its local expert alone, the better of the two for each client (oracle), all as mean per-client "
         "accuracy, and the gate's mean weight on the local expert, re-measured from the run's checkpoint "
-        "(`edgefm.algorithms.fedms.diagnose_run`). FLOPs and seconds: measured per round on each device's profile, "
+        "(`edgefm experts RUN`). ±std: of client_acc_mean over the seeds. FLOPs and seconds: measured per round on each device's profile, "
         "summed over devices / slowest device. The SST-2 seed-0 runs and the AG News fedavg and local runs were "
         "measured before FLOP counting included PyTorch's fused CPU attention kernel (1-3% more FLOPs at these "
         "lengths); seeds: the seeds each row averages (the grid is filled in across sessions).",
