@@ -150,3 +150,13 @@ def test_stage2_flops_count_only_the_passes_a_mode_runs():
         stage2_flops("algorithm.experts=local"),
     )
     assert local < fixed < mixture  # no global pass < no backbone pass for the gate < everything
+
+
+def test_evaluating_less_often_changes_no_final_figure():
+    # benchmarks evaluate only the last round; evaluation must not touch training state or RNG
+    finals = []
+    for every in (1, 3):
+        _, out = run("rounds=3", "algorithm.stage1_rounds=1", f"eval_every={every}")
+        last = out["ledger"].rounds[-1]
+        finals.append([last[k] for k in ("accuracy", "client_acc_mean", "client_acc_min", "flops", "bytes_up")])
+    assert finals[0] == finals[1]
