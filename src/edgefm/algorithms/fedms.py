@@ -225,11 +225,13 @@ class FedMS(FedAvg):
     def _blocks_of(private: Tensors) -> set[int]:
         return {int(b) for b in private["blocks"].tolist()}
 
-    def _mixture(self, model, ids, mask, blocks, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log mixture probabilities, local expert logits) for one batch. Only the passes a mode
-        needs are run (and so counted): the bare backbone for a learned gate, the frozen global
-        expert unless the local expert stands alone."""
+    def _parts(self, model, ids, mask, blocks, grad: bool):
+        """(gate weights, global expert probabilities, local expert logits) for one batch; the
+        first two are None when the mode does not use them. Only the passes a mode needs are run
+        (and so counted): the bare backbone for a learned gate, the frozen global expert unless
+        the local expert stands alone."""
         learned = self.algo.gate == "learned" and self.algo.experts == "mixture"
+        weights = global_probs = None
         with torch.no_grad():
             if learned:
                 L.route_adapters(model, None)
@@ -240,9 +242,16 @@ class FedMS(FedAvg):
         L.route_adapters(model, "local", blocks, train=grad)
         with torch.set_grad_enabled(grad):
             local_logits = model.local_head(model.dropout(model.pooled(ids, mask)))
-            if self.algo.experts == "local":
-                return torch.log_softmax(local_logits, -1), local_logits
-            weights = model.gate(feature) if learned else torch.full((len(ids), 2), 0.5, device=ids.device)
+            if self.algo.experts == "mixture":
+                weights = model.gate(feature) if learned else torch.full((len(ids), 2), 0.5, device=ids.device)
+        return weights, global_probs, local_logits
+
+    def _mixture(self, model, ids, mask, blocks, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log mixture probabilities, local expert logits) for one batch."""
+        weights, global_probs, local_logits = self._parts(model, ids, mask, blocks, grad)
+        if weights is None:  # the local expert alone
+            return torch.log_softmax(local_logits, -1), local_logits
+        with torch.set_grad_enabled(grad):
             mix = weights[:, :1] * global_probs + weights[:, 1:] * torch.softmax(local_logits, -1)
             return torch.log(mix.clamp_min(1e-12)), local_logits
 
@@ -328,7 +337,7 @@ class FedMS(FedAvg):
     def expert_breakdown(self, state: Tensors, workbench, data: Encoded, private: Tensors) -> dict[str, float]:
         """Why a mixture wins or loses, on one client's local test split: accuracy of the global
         expert alone, the local expert alone and the mixture, and the gate's mean weight on the
-        local expert (0.5 for a fixed gate)."""
+        local expert (0.5 for a fixed gate). A mixture mode only (``experts=mixture``)."""
         _prepare(workbench, self.cfg)
         model, blocks = workbench.model, self._blocks_of(private)
         self._load_stage2(workbench, state, private)
@@ -337,16 +346,9 @@ class FedMS(FedAvg):
         w_local = 0.0
         for batch in data.batches(128):
             batch = batch.to(workbench.device)
-            ids, mask = batch.input_ids, batch.attention_mask
-            L.route_adapters(model, None)
-            feature = model.pooled(ids, mask)
-            L.route_adapters(model, "default", None)
-            p_global = torch.softmax(model(ids, mask), -1)
-            L.route_adapters(model, "local", blocks)
-            p_local = torch.softmax(model.local_head(model.dropout(model.pooled(ids, mask))), -1)
-            w = model.gate(feature) if self.algo.gate == "learned" else torch.full((len(ids), 2), 0.5)
-            mix = w[:, :1] * p_global + w[:, 1:] * p_local
-            for name, p in (("global", p_global), ("local", p_local), ("mixture", mix)):
+            w, p_global, local_logits = self._parts(model, batch.input_ids, batch.attention_mask, blocks, grad=False)
+            mix = w[:, :1] * p_global + w[:, 1:] * torch.softmax(local_logits, -1)
+            for name, p in (("global", p_global), ("local", local_logits), ("mixture", mix)):
                 hits[name] += int((p.argmax(-1) == batch.labels).sum())
             w_local += float(w[:, 1].sum())
         L.route_adapters(model, "default", None)
