@@ -170,7 +170,9 @@ def main() -> None:
         "(FedMS counts both experts and the gate). (same run): for the mixture runs, each client's global expert "
         "alone, its local expert alone, the better of the two for each client (oracle), all as mean per-client "
         "accuracy, and the gate's mean weight on the local expert, re-measured from the run's checkpoint "
-        "(`edgefm experts RUN`). ±std: of client_acc_mean over the seeds. Runs started after 2026-11-24 evaluate only at the last round (`eval_every`), which changes no final figure (tested). FLOPs and seconds: measured per round on each device's profile, "
+        "(`edgefm experts RUN`). ±std: of client_acc_mean over the seeds. Runs started after 2026-11-24 evaluate "
+        "only at the last round (`eval_every`), which changes no final figure (tested). FLOPs and seconds: "
+        "measured per round on each device's profile, "
         "summed over devices / slowest device. The SST-2 seed-0 runs and the AG News fedavg and local runs were "
         "measured before FLOP counting included PyTorch's fused CPU attention kernel (1-3% more FLOPs at these "
         "lengths); seeds: the seeds each row averages (the grid is filled in across sessions).",

@@ -86,12 +86,14 @@ def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: 
     from edgefm.fl.scenario import build
 
     if resume is not None:
-        cfg_file = resume / "config.yaml"
-        if not cfg_file.is_file():
-            fail(f"--resume {str(resume)!r}: no config.yaml in it; expected a run folder written by edgefm train")
+        from edgefm.fl import checkpoint
+
+        try:
+            cfg = checkpoint.run_config(resume, "--resume")
+        except EdgefmError as exc:
+            fail(str(exc))
         if overrides:
             fail("--set cannot be combined with --resume: a resumed run keeps its saved config")
-        cfg = config.load(cfg_file)
         run_dir = resume
     else:
         cfg = config.load(cfg_path, overrides)

@@ -395,19 +395,15 @@ def diagnose_run(run_dir: Path) -> dict:
     """Per-client expert breakdown of a finished FedMS mixture run, from its checkpoint: the
     global expert, the local expert, their mixture, the per-client oracle (the better expert for
     each client) and the gate's mean weight on the local expert."""
-    from edgefm import config
     from edgefm.fl import checkpoint
     from edgefm.fl.scenario import build
 
-    cfg_file = Path(run_dir) / "config.yaml"
-    if not cfg_file.is_file():
-        raise EdgefmError(f"{str(run_dir)!r}: no config.yaml in it; expected a run folder written by edgefm train")
-    cfg = config.load(cfg_file)
+    cfg = checkpoint.run_config(run_dir)
     if cfg.algorithm.name != "fedms" or cfg.algorithm.experts != "mixture":
         raise EdgefmError(
             f"{str(run_dir)!r} is not a FedMS mixture run; expected algorithm.name=fedms, experts=mixture"
         )
-    saved = checkpoint.load(Path(run_dir))
+    saved = checkpoint.load(Path(run_dir), flag="")
     sc = build(cfg)
     strategy: FedMS = sc.strategy
     rows = []

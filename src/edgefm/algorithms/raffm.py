@@ -278,7 +278,6 @@ def export_subnetworks(run_dir: Path, budgets: list[str], spp: bool = False) -> 
 
     ``spp`` reorders the weights by salience before cutting (for a model trained without SPP;
     a model trained with it is already in salience order)."""
-    from edgefm import config
     from edgefm.fl import checkpoint
     from edgefm.fl.scenario import build
     from edgefm.models.flops import count_flops
@@ -286,13 +285,10 @@ def export_subnetworks(run_dir: Path, budgets: list[str], spp: bool = False) -> 
     unknown = [b for b in budgets if b != "full" and b not in TIERS]
     if unknown:
         raise EdgefmError(f"--budget {unknown[0]!r}: not a device tier; expected one of {', '.join(TIERS)} or full")
-    cfg_file = Path(run_dir) / "config.yaml"
-    if not cfg_file.is_file():
-        raise EdgefmError(f"{str(run_dir)!r}: no config.yaml in it; expected a run folder written by edgefm train")
-    cfg = config.load(cfg_file)
+    cfg = checkpoint.run_config(run_dir)
     if cfg.algorithm.name != "raffm":
         raise EdgefmError(f"{str(run_dir)!r} is a {cfg.algorithm.name} run; expected a raffm run to export")
-    state = checkpoint.load(Path(run_dir))["state"]
+    state = checkpoint.load(Path(run_dir), flag="")["state"]
     sc = build(cfg)
     strategy: RaFFM = sc.strategy
     strategy._prepare(sc.workbench)

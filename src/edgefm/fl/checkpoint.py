@@ -26,10 +26,27 @@ def save(run_dir: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
 
 
-def load(run_dir: Path) -> dict[str, Any]:
+def load(run_dir: Path, flag: str = "--resume") -> dict[str, Any]:
+    """The last saved round of a run folder; ``flag`` names the option that gave the folder."""
     path = Path(run_dir) / FILENAME
     if not path.is_file():
         raise EdgefmError(
-            f"--resume {str(run_dir)!r}: no {FILENAME} in it; expected a run folder written by edgefm train"
+            f"{_named(flag, run_dir)}: no {FILENAME} in it; expected a run folder written by edgefm train"
         )
     return torch.load(path, weights_only=False)
+
+
+def run_config(run_dir: Path, flag: str = ""):
+    """The saved ``config.yaml`` of a run folder, as a RunConfig; a folder without one is a one-line error."""
+    from edgefm import config
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise EdgefmError(
+            f"{_named(flag, run_dir)}: no config.yaml in it; expected a run folder written by edgefm train"
+        )
+    return config.load(path)
+
+
+def _named(flag: str, run_dir: Path) -> str:
+    return f"{flag} {str(run_dir)!r}" if flag else repr(str(run_dir))

@@ -84,18 +84,16 @@ class ClassifierModel:
 def from_run(run_dir: Path) -> list[ClassifierModel]:
     """The models an ``edgefm train`` run ended with: the global model, or one per client for
     personalized methods (whose results are then averaged over clients)."""
-    from edgefm import config, registry
+    from edgefm import registry
     from edgefm.data.encode import encode
     from edgefm.data.sources import load_data
     from edgefm.fl import checkpoint
     from edgefm.models.workbench import Workbench
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise EdgefmError(f"--run {str(run_dir)!r}: no config.yaml; expected a run folder written by edgefm train")
-    cfg = config.load(run_dir / "config.yaml")
+    cfg = checkpoint.run_config(run_dir, "--run")
     labels = load_data(cfg.data, cfg.seed).label_names
-    saved = checkpoint.load(run_dir)
+    saved = checkpoint.load(run_dir, "--run")
     wb = Workbench.from_config(cfg, len(labels))
     if registry.get("algorithm", cfg.algorithm.name).personalized:
         states = {f"client{k}": v for k, v in sorted(saved["private"].items())}
