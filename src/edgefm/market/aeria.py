@@ -40,146 +40,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgefm import EdgefmError
-from edgefm.market.jsonio import read_json, write_json
+from edgefm.market.aeria_instance import USER_FIELDS, Instance, InstanceError
 from edgefm.market.workloads import Workload
 from edgefm.market.workloads import load as load_workload
 
-USER_FIELDS = ("bids", "accuracy_req", "deadline", "complexity", "device_flops", "uplink", "latency")
 VARIANTS = ("threshold", "consensus")
 PLACEMENTS = ("aeria", "device_only", "edge_only", "fixed_cut")
-
-
-class InstanceError(EdgefmError, ValueError):
-    """A bad AERIA instance: the message names the field."""
-
-
-@dataclass
-class Instance:
-    workload: Workload
-    bids: np.ndarray  # reported values ($)
-    accuracy_req: np.ndarray  # minimum exit accuracy in (0, 1]
-    deadline: np.ndarray  # seconds
-    complexity: np.ndarray  # FLOPs multiplier of the task
-    device_flops: np.ndarray  # FLOP/s
-    uplink: np.ndarray  # bytes/s
-    latency: np.ndarray  # one-way network latency, s
-    edge_flops: float = 4e12  # FLOP/s the edge gives one job
-    unit_cost: float = 1e-3  # $ per GFLOP of edge compute
-    capacity: float = float("inf")  # edge GFLOPs available in this round
-    base: float = 1.2  # consensus grid base c (public, fixed in advance; see docs/aeria.md)
-    posted_price: float = 1.0  # the fixed posted-price baseline's service price ($)
-    values: np.ndarray | None = None  # true values, for utilities (default: the bids)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in USER_FIELDS:
-            setattr(self, name, np.asarray(getattr(self, name), dtype=float).reshape(-1))
-        if self.values is not None:
-            self.values = np.asarray(self.values, dtype=float).reshape(-1)
-        n = len(self.bids)
-        for name in USER_FIELDS:
-            arr = getattr(self, name)
-            if len(arr) != n:
-                raise InstanceError(f"users.{name}: {len(arr)} values; expected one per user ({n})")
-            if not np.all(np.isfinite(arr)):
-                raise InstanceError(f"users.{name}: non-finite value; expected finite numbers")
-        for name, ok, what in [
-            ("bids", self.bids >= 0, ">= 0"),
-            ("accuracy_req", (self.accuracy_req > 0) & (self.accuracy_req <= 1), "in (0, 1]"),
-            ("deadline", self.deadline > 0, "> 0"),
-            ("complexity", self.complexity > 0, "> 0"),
-            ("device_flops", self.device_flops > 0, "> 0"),
-            ("uplink", self.uplink > 0, "> 0"),
-            ("latency", self.latency >= 0, ">= 0"),
-        ]:
-            if not np.all(ok):
-                i = int(np.flatnonzero(~ok)[0])
-                raise InstanceError(f"users.{name}[{i}]: {float(getattr(self, name)[i])!r}; expected {what}")
-        for name in ("edge_flops", "unit_cost", "capacity", "posted_price"):
-            v = getattr(self, name)
-            if not v >= 0 or (name == "edge_flops" and v <= 0):
-                raise InstanceError(f"eip.{name}: {v!r}; expected a positive number")
-        if not self.base > 1:
-            raise InstanceError(f"base: {self.base!r}; expected a consensus grid base > 1")
-        if self.values is not None and len(self.values) != n:
-            raise InstanceError(f"users.values: {len(self.values)} values; expected one per user ({n})")
-
-    @property
-    def n_users(self) -> int:
-        return len(self.bids)
-
-    def true_values(self) -> np.ndarray:
-        return self.bids if self.values is None else self.values
-
-    def with_bids(self, bids: np.ndarray) -> Instance:
-        """The same market with other reported bids (true values kept)."""
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["values"] = self.true_values()
-        d["bids"] = bids
-        return Instance(**d)
-
-    # -- JSON --------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        users = {k: getattr(self, k).tolist() for k in USER_FIELDS}
-        if self.values is not None:
-            users["values"] = self.values.tolist()
-        eip = {k: getattr(self, k) for k in ("edge_flops", "unit_cost", "capacity")}
-        eip["capacity"] = None if np.isinf(self.capacity) else self.capacity
-        return {
-            "workload": self.workload.to_dict(),
-            "users": users,
-            "eip": eip,
-            "base": self.base,
-            "posted_price": self.posted_price,
-            "extra": self.extra,
-        }
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Instance:
-        if not isinstance(raw, dict):
-            raise InstanceError("instance: expected a JSON object with workload, users and eip")
-        for key in ("workload", "users"):
-            if key not in raw:
-                raise InstanceError(f"{key}: missing; expected an instance with workload, users and eip")
-        wl = raw["workload"]
-        workload = load_workload(wl) if isinstance(wl, str) else Workload.from_dict(wl)
-        users = raw["users"]
-        for k in USER_FIELDS:
-            if k not in users:
-                raise InstanceError(f"users.{k}: missing; expected a list with one number per user")
-        eip = dict(raw.get("eip", {}))
-        unknown = set(eip) - {"edge_flops", "unit_cost", "capacity"}
-        if unknown:
-            raise InstanceError(f"eip.{sorted(unknown)[0]}: unknown key; expected edge_flops, unit_cost, capacity")
-        if eip.get("capacity") is None:
-            eip["capacity"] = float("inf")
-        try:
-            return cls(
-                workload=workload,
-                **{k: users[k] for k in USER_FIELDS},
-                values=users.get("values"),
-                **{k: float(v) for k, v in eip.items()},
-                base=float(raw.get("base", 1.2)),
-                posted_price=float(raw.get("posted_price", 1.0)),
-                extra=raw.get("extra", {}),
-            )
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, InstanceError):
-                raise
-            raise InstanceError(f"instance: {exc}") from None
-
-    def save(self, path: str | Path) -> None:
-        write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> Instance:
-        return cls.from_dict(read_json(path, InstanceError))
+__all__ = ["USER_FIELDS", "Instance", "InstanceError", "Outcome", "generate", "partition", "run_auction"]
 
 
 # ----------------------------------------------------------------------------- 1. partitioning

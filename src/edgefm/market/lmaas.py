@@ -35,154 +35,11 @@ of every price range and lowers prices — see :func:`imp` for why.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgefm import EdgefmError
-from edgefm.market.jsonio import read_json, write_json
-
-MODEL_FIELDS = ("accuracy", "rho", "cost", "train_cost", "p_min", "p_max")
-CUSTOMER_FIELDS = ("demand", "distance", "delta", "kappa", "energy_cap", "alpha")
-
-
-class InstanceError(EdgefmError, ValueError):
-    """A bad instance: the message names the field and what is expected."""
-
-
-@dataclass
-class Instance:
-    """Models and customers as arrays (one entry per model / per customer) plus shared constants."""
-
-    accuracy: np.ndarray  # a_m in (0, 1]
-    rho: np.ndarray  # compression ratio, > 0
-    cost: np.ndarray  # c_m, operating cost per hour, >= 0
-    train_cost: np.ndarray  # K_m, amortised training cost, >= 0
-    p_min: np.ndarray
-    p_max: np.ndarray
-    demand: np.ndarray  # D_i, Mbit of source data per hour, >= 0
-    distance: np.ndarray  # d_i, metres, > 0
-    delta: np.ndarray  # SNR uncertainty in [0, 1)
-    kappa: np.ndarray  # energy price, $ per joule, >= 0
-    energy_cap: np.ndarray  # E_i, joules over the rental, > 0
-    alpha: np.ndarray  # value weight, $ , >= 0
-    horizon: float = 24.0  # T, hours
-    beta: float = 1.0  # diminishing returns of rental time, 1/hour
-    bandwidth: float = 1.0  # B, MHz (rate in Mbit/s)
-    power: float = 0.5  # P, transmit power in watts
-    snr0: float = 1e4  # SNR at the reference distance
-    d0: float = 10.0  # reference distance, metres
-    path_loss: float = 3.0  # eta
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in MODEL_FIELDS + CUSTOMER_FIELDS:
-            setattr(self, name, np.asarray(getattr(self, name), dtype=float).reshape(-1))
-        self.validate()
-
-    @property
-    def n_models(self) -> int:
-        return len(self.accuracy)
-
-    @property
-    def n_customers(self) -> int:
-        return len(self.demand)
-
-    def validate(self) -> None:
-        m, n = len(self.accuracy), len(self.demand)
-        if m == 0:
-            raise InstanceError("models: empty; expected at least one model")
-        for name in MODEL_FIELDS:
-            if len(getattr(self, name)) != m:
-                raise InstanceError(f"{name}: {len(getattr(self, name))} values; expected one per model ({m})")
-        for name in CUSTOMER_FIELDS:
-            if len(getattr(self, name)) != n:
-                raise InstanceError(f"{name}: {len(getattr(self, name))} values; expected one per customer ({n})")
-        for name in MODEL_FIELDS + CUSTOMER_FIELDS:
-            if not np.all(np.isfinite(getattr(self, name))):
-                raise InstanceError(f"{name}: non-finite value; expected finite numbers")
-        checks = [
-            ("accuracy", (self.accuracy > 0) & (self.accuracy <= 1), "in (0, 1]"),
-            ("rho", self.rho > 0, "> 0"),
-            ("cost", self.cost >= 0, ">= 0"),
-            ("train_cost", self.train_cost >= 0, ">= 0"),
-            ("p_min", self.p_min >= 0, ">= 0"),
-            ("demand", self.demand >= 0, ">= 0"),
-            ("distance", self.distance > 0, "> 0"),
-            ("delta", (self.delta >= 0) & (self.delta < 1), "in [0, 1)"),
-            ("kappa", self.kappa >= 0, ">= 0"),
-            ("energy_cap", self.energy_cap > 0, "> 0"),
-            ("alpha", self.alpha >= 0, ">= 0"),
-        ]
-        for name, ok, expected in checks:
-            if not np.all(ok):
-                i = int(np.flatnonzero(~ok)[0])
-                raise InstanceError(f"{name}[{i}]: {float(getattr(self, name)[i])!r}; expected {expected}")
-        bad = np.flatnonzero(self.p_min > self.p_max)
-        if len(bad):
-            i = int(bad[0])
-            raise InstanceError(
-                f"p_min[{i}]: {float(self.p_min[i])!r} exceeds p_max[{i}] = {float(self.p_max[i])!r}; expected p_min <= p_max"
-            )
-        for name in ("horizon", "beta", "bandwidth", "power", "snr0", "d0", "path_loss"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value > 0):
-                raise InstanceError(f"{name}: {value!r}; expected a positive number")
-
-    # -- JSON --------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {
-            "models": [{k: float(d[k][j]) for k in MODEL_FIELDS} for j in range(self.n_models)],
-            "customers": {k: d[k].tolist() for k in CUSTOMER_FIELDS},
-            "constants": {k: float(d[k]) for k in ("horizon", "beta", "bandwidth", "power", "snr0", "d0", "path_loss")},
-            "extra": self.extra,
-        }
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Instance:
-        if not isinstance(raw, dict):
-            raise InstanceError("instance: expected a JSON object with models, customers and constants")
-        for key in ("models", "customers"):
-            if key not in raw:
-                raise InstanceError(f"{key}: missing; expected an instance with models and customers")
-        models = raw["models"]
-        if not isinstance(models, list) or not all(isinstance(x, dict) for x in models):
-            raise InstanceError("models: expected a list of objects")
-        kwargs: dict[str, Any] = {}
-        for k in MODEL_FIELDS:
-            missing = [j for j, mdl in enumerate(models) if k not in mdl]
-            if missing:
-                raise InstanceError(f"models[{missing[0]}].{k}: missing; expected a number")
-            kwargs[k] = [mdl[k] for mdl in models]
-        customers = raw["customers"]
-        for k in CUSTOMER_FIELDS:
-            if k not in customers:
-                raise InstanceError(f"customers.{k}: missing; expected a list with one number per customer")
-            kwargs[k] = customers[k]
-        constants = raw.get("constants", {})
-        allowed = {"horizon", "beta", "bandwidth", "power", "snr0", "d0", "path_loss"}
-        unknown = set(constants) - allowed
-        if unknown:
-            raise InstanceError(
-                f"constants.{sorted(unknown)[0]}: unknown key; expected one of {', '.join(sorted(allowed))}"
-            )
-        try:
-            return cls(**kwargs, **{k: float(v) for k, v in constants.items()}, extra=raw.get("extra", {}))
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, InstanceError):
-                raise
-            raise InstanceError(f"instance: {exc}") from None
-
-    def save(self, path: str | Path) -> None:
-        write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> Instance:
-        return cls.from_dict(read_json(path, InstanceError))
-
+from edgefm.market.lmaas_instance import CUSTOMER_FIELDS, MODEL_FIELDS, Instance, InstanceError
 
 # ----------------------------------------------------------------------------- physics
 
@@ -465,4 +322,14 @@ def as_json_dict(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["Instance", "InstanceError", "generate", "imp", "rsr", "seller_profit", "solve"]
+__all__ = [
+    "CUSTOMER_FIELDS",
+    "MODEL_FIELDS",
+    "Instance",
+    "InstanceError",
+    "generate",
+    "imp",
+    "rsr",
+    "seller_profit",
+    "solve",
+]
