@@ -41,20 +41,29 @@ def experts(run_dir: Path) -> dict[str, float]:
     client (oracle) and the gate's weight on the local expert, from the run's checkpoint (cached)."""
     cached = run_dir / "experts.json"
     if not cached.is_file():
-        from edgefm.algorithms.fedms import diagnose_run
+        from edgefm.fl import trained
 
-        cached.write_text(json.dumps(diagnose_run(run_dir), indent=1))
+        cached.write_text(json.dumps(trained.expert_breakdown(trained.open_run(run_dir)), indent=1))
     return json.loads(cached.read_text())["mean"]
+
+
+def seeds_run(raw: list[dict]) -> str:
+    """The seeds each dataset's rows actually hold (the grid is filled in across sessions)."""
+    by = {}
+    for x in raw:
+        by.setdefault(x["dataset"], set()).add(str(x["seed"]))
+    return "; ".join(f"{ds} {','.join(sorted(v))}" for ds, v in by.items()) + " (per row: the seeds column)"
 
 
 def trainable_percent(overrides: list[str]) -> float:
     """Trained parameters as a share of the whole model, from the method itself."""
-    from edgefm import config, registry
+    from edgefm import config
+    from edgefm.fl.strategy import build_strategy
     from edgefm.models.workbench import Workbench
 
     cfg = config.load(None, overrides)
     wb = Workbench.from_config(cfg, 4 if cfg.data.name == "agnews" else 2)
-    strategy = registry.get("algorithm", cfg.algorithm.name)(cfg)
+    strategy = build_strategy(cfg)
     strategy.initial_state(wb)
     n = strategy.trainable_parameters(wb)
     return 100.0 * n / sum(p.numel() for p in wb.model.parameters())
@@ -158,7 +167,7 @@ def main() -> None:
         "# FedMS vs baselines and ablations",
         "",
         f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Scale run: datasets {args.datasets}, "
-        f"Dirichlet alpha {args.alphas}, seeds {args.seeds}, {args.clients} clients, {args.rounds} rounds "
+        f"Dirichlet alpha {args.alphas}, seeds {seeds_run(raw)}, {args.clients} clients, {args.rounds} rounds "
         f"(FedMS stage 1: {args.stage1}), {args.max_train} training examples, MiniLM + LoRA r=8. Regenerate: "
         f"`python -m benchmarks.fedms --datasets {args.datasets} --alphas {args.alphas} --seeds {args.seeds}`.",
         "",

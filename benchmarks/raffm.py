@@ -28,7 +28,9 @@ METHODS = {
     "RaFFM w/o SPP": ["algorithm.salience=none"],
     "RaFFM": ["algorithm.salience=spp"],
     "RaFFM independent Q/K": ["algorithm.salience=independent_qk"],
+    "RaFFM (official aggregation)": ["algorithm.salience=spp", "algorithm.aggregation=official"],
 }
+DEFAULT_METHODS = [m for m in METHODS if m != "RaFFM (official aggregation)"]
 TARGET = {"sst2": 0.75, "agnews": 0.80}
 TIERS = "{low_end_phone: 0.5, high_end_phone: 0.2, embedded_gpu: 0.1, laptop: 0.1, edge_server: 0.1}"
 EXPORT_BUDGETS = ["iot_camera", "low_end_phone", "high_end_phone", "full"]
@@ -46,6 +48,14 @@ def time_to_target(run_dir: Path, target: float) -> float | None:
         if r.get("accuracy", 0.0) >= target:
             return total
     return None
+
+
+def aggregation(overrides: list[str]) -> str:
+    """The aggregation rule a method's runs use (the config default unless overridden)."""
+    from edgefm.algorithms.configs import RaFFMConfig
+
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("algorithm.aggregation=")]
+    return given[-1] if given else RaFFMConfig.aggregation
 
 
 def device_figures(run_dir: Path) -> dict[str, float]:
@@ -72,7 +82,7 @@ def main() -> None:
     ap.add_argument("--max-train", type=int, default=1500)
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--step-budget", type=float, default=None, help="seconds per step (default 3; tiny_bert 0.012)")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     ap.add_argument("--cached-only", action="store_true", help="tabulate only finished runs; start none")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench-raffm")
     args = ap.parse_args()
@@ -120,9 +130,9 @@ def main() -> None:
                 for spp in EXPORTED.get(method, []):
                     key = (ds, method + (" + SPP at export" if spp else ""))
                     if key not in exports:
-                        from edgefm.algorithms.raffm import export_subnetworks
+                        from edgefm.fl import trained
 
-                        exports[key] = export_subnetworks(out, EXPORT_BUDGETS, spp=spp)
+                        exports[key] = trained.export(trained.open_run(out), EXPORT_BUDGETS, reorder=spp)
             if not done:
                 continue
             reached = [tt for _, _, tt in done if tt is not None]
@@ -130,6 +140,7 @@ def main() -> None:
                 {
                     "dataset": ds,
                     "method": method,
+                    "aggregation": aggregation(METHODS[method]),
                     "seeds": len(done),
                     "global_acc": float(np.mean([s["final_accuracy"] for s, _, _ in done])),
                     "acc_std": float(np.std([s["final_accuracy"] for s, _, _ in done])),
@@ -169,7 +180,7 @@ def write(args, rows, raw, exports, budget) -> None:
             "accuracy": r["accuracy"],
         }
         for (ds, method), e in exports.items()
-        for r in e["subnetworks"]
+        for r in e["models"]
     ]
     lines = [
         f"# RaFFM vs full-size FedAvg and HeteroFL ({args.model})",
@@ -183,6 +194,9 @@ def write(args, rows, raw, exports, budget) -> None:
         "",
         *table(rows),
         "",
+        "aggregation: how the server merges the devices' slices (`coverage`: each coordinate averaged over the "
+        "devices that trained it, the default; `official`: the official code's rule, zero then add every slice "
+        "over the number of participants). "
         "global_acc: the global model on the test set after the last round (mean over seeds; acc_std their standard "
         "deviation); last2_acc: the mean of the last two rounds' accuracy, less sensitive to one round's swing. params/device: parameters of the network each training device held (embeddings included). "
         "GFLOPs/device/round: measured training FLOPs per participating device. sim_s: simulated seconds (a round "

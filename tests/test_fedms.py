@@ -123,20 +123,41 @@ def test_breakdown_with_a_saturated_gate_is_the_chosen_expert():
     private = dict(out["private"][0])
     for bias, expert in ((50.0, "acc_local"), (-50.0, "acc_global")):
         private["gate_out.bias"] = torch.tensor([0.0, bias])
-        b = s.expert_breakdown(out["state"], sc.workbench, c.test, private)
+        b = s.expert_breakdown(out["state"], sc.workbench, [c], {0: private})["clients"][0]
         assert b["acc_mixture"] == b[expert] and b["gate_local"] == pytest.approx(float(bias > 0), abs=1e-6)
+    assert b["acc_global"] != b["acc_local"]  # the two experts differ, so the check above tells them apart
 
 
-def test_diagnose_refuses_a_run_that_is_not_a_mixture(tmp_path):
+def test_a_client_model_is_its_mixture_and_the_global_model_its_expert():
+    from edgefm.algorithms.fedms import Mixture
+    from edgefm.models.workbench import accuracy
+
+    sc, out = run("rounds=2", "algorithm.stage1_rounds=1")
+    s, c = sc.strategy, sc.clients[1]
+    mix = s.model_for(sc.workbench, out["state"], out["private"][1])
+    assert isinstance(mix, Mixture)
+    b = s.expert_breakdown(out["state"], sc.workbench, [c], {1: out["private"][1]})["clients"][0]
+    assert (
+        accuracy(s.model_for(sc.workbench, out["state"], out["private"][1]), c.test, sc.workbench.device)
+        == b["acc_mixture"]
+    )
+    glob = s.model_for(sc.workbench, out["state"])
+    assert glob is sc.workbench.model and accuracy(glob, c.test, sc.workbench.device) == b["acc_global"]
+
+
+def test_experts_refuses_what_is_not_a_mixture_run(tmp_path, tiny_overrides):
     from edgefm import EdgefmError
-    from edgefm.algorithms.fedms import diagnose_run
+    from edgefm.cli import app
+    from edgefm.fl import trained
 
     with pytest.raises(EdgefmError, match="no config.yaml"):
-        diagnose_run(tmp_path)
-    from edgefm.cli import app
-
+        trained.open_run(tmp_path)
     r = CliRunner().invoke(app, ["experts", str(tmp_path)])
     assert r.exit_code == 2 and "no config.yaml" in r.output and "Traceback" not in r.output
+    fedavg = tmp_path / "fedavg"
+    assert CliRunner().invoke(app, ["train", "--out", str(fedavg), "--set", *tiny_overrides, "rounds=1"]).exit_code == 0
+    r = CliRunner().invoke(app, ["experts", str(fedavg)])
+    assert r.exit_code == 2 and "no mixture of experts" in r.output and "Traceback" not in r.output
 
 
 def test_stage2_flops_count_only_the_passes_a_mode_runs():

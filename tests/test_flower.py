@@ -35,12 +35,26 @@ TINY = [
 ]
 
 
+def _misaddressed():
+    from edgefm.fl.flower import FlowerTransport
+
+    class Misaddressed(FlowerTransport):
+        """The test seam: client 1's round-1 training task names another client, so its node raises."""
+
+        def _message(self, cid, rnd, content, kind):
+            if cid == 1 and rnd == 1 and kind == "train":
+                content["task"]["client"] = 99
+            return super()._message(cid, rnd, content, kind)
+
+    return Misaddressed
+
+
 def rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 @pytest.mark.slow
-def test_flower_simulation_matches_inprocess_and_drops_a_crashing_node(tmp_path, monkeypatch):
+def test_flower_simulation_matches_inprocess_and_drops_a_crashing_node(tmp_path):
     from edgefm.fl import flower
     from edgefm.fl.scenario import build
 
@@ -54,15 +68,15 @@ def test_flower_simulation_matches_inprocess_and_drops_a_crashing_node(tmp_path,
     assert [r["bytes_up"] for r in a] == [r["bytes_up"] for r in b]
     assert [r["client_acc_mean"] for r in a] == pytest.approx([r["client_acc_mean"] for r in b], abs=1e-6)
     assert all(r["wire_bytes_up"] >= r["bytes_up"] > 0 for r in rows(fl_dir / "clients.jsonl"))
-    # client 1 crashes in round 1: dropped and logged; the run goes on
-    monkeypatch.setenv(flower.FAULT_ENV, "1:1")
+    # client 1's node fails its round-1 task (a real exception on the node): dropped and logged;
+    # the run goes on
     crash_dir = tmp_path / "c"
     crash_dir.mkdir()
-    out = flower.run_simulation(cfg, crash_dir)
+    out = flower.run_simulation(cfg, crash_dir, transport=_misaddressed())
     first = [r for r in rows(crash_dir / "clients.jsonl") if r["round"] == 1]
     status = {r["client"]: r["status"] for r in first}
     assert status == {0: "ok", 1: "dropped", 2: "ok"}
-    assert "injected fault" in next(r["reason"] for r in first if r["client"] == 1)
+    assert "task for client 99 reached partition 1" in next(r["reason"] for r in first if r["client"] == 1)
     assert out["ledger"].rounds[0]["dropped"] == 1 and len(out["ledger"].rounds) == 2
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from edgefm import config
-from edgefm.algorithms.raffm import RaFFM, candidates, choose_spec
+from edgefm.algorithms.raffm import candidates, choose_spec
 from edgefm.cli import app
 from edgefm.edge.devices import TIERS
 from edgefm.fl.scenario import build
@@ -85,8 +85,8 @@ def test_configure_sizes_payloads_to_devices_and_drops_the_unfit():
     assert not any(k.startswith("encoder.embeddings.") for k in state)  # frozen, never sent
     tasks = s.configure(1, state, sc.devices)
     by_tier = {d.tier: tasks[d.device_id] for d in sc.devices}
-    assert "declined" in by_tier["low_end_phone"].config and by_tier["low_end_phone"].payload == {}
-    assert "declined" not in by_tier["high_end_phone"].config
+    assert "cannot train" in by_tier["low_end_phone"].declined and by_tier["low_end_phone"].payload == {}
+    assert by_tier["high_end_phone"].declined == ""
     size = {t: sum(v.numel() for v in task.payload.values()) for t, task in by_tier.items()}
     assert size["edge_server"] == sum(v.numel() for v in state.values())
     assert size["high_end_phone"] < size["laptop"] <= size["edge_server"]
@@ -105,25 +105,46 @@ def _updates(s, state, specs, values, counts):
     return tasks, updates
 
 
-@pytest.mark.parametrize("rule", ["coverage", "participants"])
-def test_aggregation_known_answers(rule):
+@pytest.mark.parametrize("rule", ["coverage", "participants", "official"])
+def test_aggregation_known_answers_from_a_nonzero_state(rule):
+    """Client 0 trains half the widths (values 1, 1 example), client 1 everything (values 3,
+    3 examples); the previous global value is 10 everywhere, so each rule's treatment of the
+    coordinates only client 1 trained shows."""
     sc = scenario("algorithm.salience=none", f"algorithm.aggregation={rule}")
     s = sc.strategy
-    state = {k: torch.zeros_like(v) for k, v in s.initial_state(sc.workbench).items()}
+    state = {k: torch.full_like(v, 10.0) for k, v in s.initial_state(sc.workbench).items()}
     half = E.Spec((32, 32), (8, 8))  # FFN 64 -> 32, Q/K 16 -> 8 per head
     tasks, updates = _updates(s, state, [half, E.Spec.full(s.arch)], [1.0, 3.0], [1, 3])
     out = s.aggregate(1, state, updates, tasks).state
     w1 = out["encoder.encoder.layer.0.intermediate.dense.weight"]
-    q = out["encoder.encoder.layer.1.attention.self.query.weight"]
+    q = out["encoder.encoder.layer.1.attention.self.query.weight"]  # head 0: rows 0-15, head 1: 16-31
     v = out["encoder.encoder.layer.0.attention.self.value.weight"]  # fixed: both clients trained it
-    if rule == "coverage":  # sample-weighted over the clients that trained a coordinate
-        assert torch.allclose(w1[:32], torch.tensor(2.5)) and torch.allclose(w1[32:], torch.tensor(3.0))
-        assert torch.allclose(q[:8], torch.tensor(2.5)) and torch.allclose(q[8:16], torch.tensor(3.0))
-        assert torch.allclose(v, torch.tensor(2.5))
-    else:  # plain mean of full-size models; an untrained coordinate keeps the old value (0) there
-        assert torch.allclose(w1[:32], torch.tensor(2.0)) and torch.allclose(w1[32:], torch.tensor(1.5))
-        assert torch.allclose(q[16:24], torch.tensor(2.0)) and torch.allclose(q[24:32], torch.tensor(1.5))
-        assert torch.allclose(v, torch.tensor(2.0))
+    both, only_client1 = {
+        "coverage": (2.5, 3.0),  # sample-weighted over the clients that trained a coordinate
+        "participants": (2.0, 6.5),  # plain mean of full-size models: the previous 10 stands in for client 0
+        "official": (2.0, 1.5),  # zeroed, then every slice added over M = 2: 3 / 2
+    }[rule]
+    assert torch.all(w1[:32] == both) and torch.all(w1[32:] == only_client1)
+    assert torch.all(q[:8] == both) and torch.all(q[8:16] == only_client1)
+    assert torch.all(q[16:24] == both) and torch.all(q[24:32] == only_client1)
+    assert torch.all(v == (2.5 if rule == "coverage" else 2.0))
+
+
+def test_official_rule_keeps_tensors_nobody_sends():
+    """Under LoRA the frozen elastic weights travel down but never up: zeroing them would erase the model."""
+    sc = scenario("model.finetune=lora", "algorithm.salience=none", "algorithm.aggregation=official")
+    s = sc.strategy
+    state = s.initial_state(sc.workbench)
+    tasks, updates = _updates(s, state, [E.Spec.full(s.arch)] * 2, [1.0, 3.0], [1, 1])
+    frozen = [
+        "encoder.encoder.layer.0.attention.self.query.base_layer.weight",
+        "encoder.encoder.layer.0.intermediate.dense.weight",
+    ]
+    assert all(k in state and k not in updates[0].payload for k in frozen)
+    out = s.aggregate(1, state, updates, tasks).state
+    assert all(torch.equal(out[k], state[k]) and state[k].abs().sum() > 0 for k in frozen)
+    lora = next(k for k in updates[0].payload if "lora_B" in k)
+    assert torch.all(out[lora] == 2.0)
 
 
 def test_bad_updates_are_rejected_not_merged():
@@ -157,15 +178,7 @@ def test_rounds_charge_less_to_smaller_subnetworks(finetune):
     else:  # LoRA: elastic frozen weights come down, only adapters and head go up
         assert by["edge_server"]["bytes_up"] < by["edge_server"]["bytes_down"] / 4
     # the global model is still the full width, in salience order
-    state = out["state"]
-    assert (
-        state[
-            "encoder.encoder.layer.0.output.dense.weight"
-            if finetune == "full"
-            else "encoder.encoder.layer.0.output.dense.weight"
-        ].shape[1]
-        == 64
-    )
+    assert out["state"]["encoder.encoder.layer.0.output.dense.weight"].shape == (32, 64)
 
 
 def test_same_seed_same_numbers_and_drop_leaves_a_ledger_row():
@@ -185,7 +198,7 @@ def test_cli_train_then_export(tmp_path):
     out = tmp_path / "export.json"
     result = runner.invoke(app, ["export", str(run_dir), "--budget", "laptop", "--budget", "full", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    rows = json.loads(out.read_text())["subnetworks"]
+    rows = json.loads(out.read_text())["models"]
     laptop, full = rows
     assert laptop["budget"] == "laptop" and full["budget"] == "full"
     assert laptop["params"] < full["params"] and laptop["flops_per_example"] < full["flops_per_example"]
@@ -195,7 +208,6 @@ def test_cli_train_then_export(tmp_path):
     again = tmp_path / "again.json"
     result = runner.invoke(app, ["export", str(run_dir), "--budget", "laptop", "--spp", "--out", str(again)])
     assert result.exit_code == 0, result.output
-    assert json.loads(again.read_text())["subnetworks"][0]["accuracy"] == laptop["accuracy"]
+    assert json.loads(again.read_text())["models"][0]["accuracy"] == laptop["accuracy"]
     bad = runner.invoke(app, ["export", str(run_dir), "--budget", "toaster"])
     assert bad.exit_code == 2 and "toaster" in bad.output and "Traceback" not in bad.output
-    assert RaFFM  # the strategy is registered under its module

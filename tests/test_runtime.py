@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,7 +9,8 @@ from edgefm.algorithms.fedavg import FedAvg
 from edgefm.fl.aggregate import nbytes
 from edgefm.fl.scenario import build
 from edgefm.fl.simulation import Callbacks, Engine, sample_clients
-from edgefm.fl.strategy import ClientUpdate
+from edgefm.fl.strategy import ClientEval, ClientTask, ClientUpdate, combine_metrics
+from edgefm.models.workbench import accuracy
 
 
 def test_ledger_bytes_equal_payload_sizes(tiny_scenario_factory):
@@ -37,15 +39,19 @@ def test_bad_updates_are_rejected_with_reasons_and_never_averaged(tiny_scenario_
     key = next(iter(state))
     wrong_shape = dict(state, **{key: torch.zeros(3, 3, 3)})
     wrong_keys = {"evil": torch.zeros(1)}
+    tasks = {cid: ClientTask(cid, 1, state) for cid in range(4)}
     result = strategy.aggregate(
-        1, state, [_update(0, good), _update(1, nan), _update(2, wrong_shape), _update(3, wrong_keys)]
+        1, state, [_update(0, good), _update(1, nan), _update(2, wrong_shape), _update(3, wrong_keys)], tasks
     )
     assert set(result.rejected) == {1, 2, 3}
     assert "non-finite" in result.rejected[1] and "shape" in result.rejected[2] and "keys" in result.rejected[3]
     assert all(torch.equal(result.state[k], good[k]) for k in good)  # only the good one counted
     # all bad: the global state is unchanged
-    result = strategy.aggregate(1, state, [_update(1, nan)])
+    result = strategy.aggregate(1, state, [_update(1, nan)], tasks)
     assert result.rejected and all(torch.equal(result.state[k], state[k]) for k in state)
+    # an update from a client that was given no task is refused too
+    result = strategy.aggregate(1, state, [_update(7, good)], tasks)
+    assert "no task" in result.rejected[7] and all(torch.equal(result.state[k], state[k]) for k in state)
 
 
 class Poisoned(FedAvg):
@@ -123,17 +129,51 @@ def test_local_sends_nothing_and_keeps_small_private_state(tiny_scenario_factory
     assert all(r["bytes_up"] == 0 and r["bytes_down"] == 0 for r in out["ledger"].clients)
     assert sorted(out["private"]) == [0, 1, 2, 3]
     assert all(nbytes(p) == size for p in out["private"].values())  # adapters + head, not a backbone copy
-    assert "client_acc_mean" in out["ledger"].rounds[-1]
+    # no global model: the run's accuracy is the mean of the clients' own models on the test set
+    own = [
+        accuracy(sc.strategy.model_for(sc.workbench, out["state"], p), sc.test, "cpu") for p in out["private"].values()
+    ]
+    assert len(set(own)) > 1 and out["ledger"].rounds[-1]["accuracy"] == pytest.approx(np.mean(own), abs=1e-12)
+    local = [
+        accuracy(sc.strategy.model_for(sc.workbench, out["state"], out["private"][c.client_id]), c.test, "cpu")
+        for c in sc.clients
+    ]
+    assert out["ledger"].rounds[-1]["client_acc_mean"] == pytest.approx(np.mean(local), abs=1e-12)
+    assert sc.strategy.evaluate_server(out["state"], sc.workbench, sc.test) == {}
 
 
 def test_centralized_ships_raw_data_once_to_one_datacenter(tiny_scenario_factory):
+    spread = tiny_scenario_factory()
     sc = tiny_scenario_factory("algorithm.name=centralized")
-    assert len(sc.clients) == 1 and sc.devices[0].tier == "datacenter"
-    assert len(sc.clients[0].train) == sum(len(c) for c in [sc.clients[0].train])
+    assert len(sc.clients) == 1 and len(sc.devices) == 1 and sc.devices[0].tier == "datacenter"
+    pooled = sc.clients[0]
+    # every client's examples, in the order of the training pool
+    index = np.sort(np.concatenate([c.train_index for c in spread.clients]))
+    assert pooled.train_index.tolist() == index.tolist()
+    assert len(pooled.train) == sum(len(c.train) for c in spread.clients)
+    by_row = {int(i): x for c in spread.clients for i, x in zip(c.train_index, c.train.ids, strict=True)}
+    assert all(np.array_equal(x, by_row[int(i)]) for i, x in zip(pooled.train_index, pooled.train.ids, strict=True))
+    assert len(pooled.test) == sum(len(c.test) for c in spread.clients)
+    assert pooled.raw_bytes == sum(c.raw_bytes for c in spread.clients) > 0
     out = Engine(sc).run()
     rows = out["ledger"].clients
-    assert rows[0]["bytes_up"] == sc.clients[0].raw_bytes > 0 and rows[0]["bytes_down"] == 0
+    assert rows[0]["bytes_up"] == pooled.raw_bytes and rows[0]["bytes_down"] == 0
     assert rows[1]["bytes_up"] == 0
+
+
+def test_round_metrics_combine_server_and_client_figures():
+    clients = [
+        ClientEval({"acc": 0.5}, {"accuracy": 0.2}),
+        ClientEval({"acc": 0.9}, {"accuracy": 0.4}),
+        ClientEval(),  # a client without a local test split
+        ClientEval({"acc": float("nan")}),
+    ]
+    assert combine_metrics({}, clients) == pytest.approx(
+        {"client_acc_mean": 0.7, "client_acc_min": 0.5, "accuracy": 0.3}
+    )
+    # the server's own global figure wins over the clients' mean of theirs
+    assert combine_metrics({"accuracy": 0.8}, clients)["accuracy"] == 0.8
+    assert combine_metrics({"accuracy": float("nan")}, []) == {}
 
 
 def test_client_sampling_is_seeded():

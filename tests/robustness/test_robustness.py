@@ -19,6 +19,23 @@ def test_metric_known_answers():
     # F1: class0 2*1/(2+1+1)=0.5, class1 2*2/(4+1+0)=0.8, class2 0 -> mean 0.4333
     assert ev.macro_f1(y, p, 3) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
     assert ev.macro_f1(np.array([1, 1]), np.array([1, 1]), 3) == 1.0  # absent classes are not averaged
+    # a label the suite does not have (-1: "neutral" on a binary suite) is a miss, not dropped
+    gold, pred = np.array([0, 0, 1, 1]), np.array([0, -1, 1, 1])
+    assert ev.macro_f1(gold, pred, 2) == pytest.approx((2 / 3 + 1.0) / 2)
+    assert ev.confusion(gold, pred, 2).tolist() == [[1, 0], [0, 2]]
+
+
+def test_macro_f1_matches_scikit_learn_with_foreign_labels():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(1000):
+        k, n = int(rng.integers(2, 6)), int(rng.integers(1, 30))
+        gold = rng.integers(0, k, n)
+        pred = rng.integers(-1, k + 1, n)  # -1 and k are labels the suite does not have
+        present = sorted({int(x) for x in gold} | {int(x) for x in pred if 0 <= x < k})
+        want = f1_score(gold, pred, labels=present, average="macro", zero_division=0)
+        assert ev.macro_f1(gold, pred, k) == pytest.approx(want, abs=1e-12)
 
 
 @pytest.mark.parametrize("name", S.names())
@@ -55,8 +72,16 @@ def test_perturbations_are_deterministic_and_change_text():
     texts = [("the movie was surprisingly wonderful and moving",), ("a dull , tedious mess",)]
     a = pt.perturb_texts(texts, "typo", seed=1)
     assert a == pt.perturb_texts(texts, "typo", seed=1)
-    assert a != pt.perturb_texts(texts, "typo", seed=2) or a != texts
+    assert a != pt.perturb_texts(texts, "typo", seed=2)  # another seed, other typos
     assert any(x != y for x, y in zip(a, texts, strict=True))
+    # per-example randomness: appending an example changes none of the others
+    assert pt.perturb_texts([*texts, ("one more example sentence",)], "typo", seed=1)[:2] == a
+    changed = [
+        w for t, o in zip(a, texts, strict=True) for w, v in zip(t[0].split(), o[0].split(), strict=False) if w != v
+    ]
+    assert changed and all(
+        w[0] == v[0] for t, o in zip(a, texts, strict=True) for w, v in zip(t[0].split(), o[0].split(), strict=False)
+    )
     d = pt.perturb_texts(texts, "distract", seed=0)
     assert all(x[0].startswith(y[0]) and len(x[0]) > len(y[0]) for x, y in zip(d, texts, strict=True))
     pair = pt.perturb_texts([("premise stays", "hypothesis changes here")], "distract", seed=0)
@@ -70,8 +95,12 @@ def test_embedding_synonyms_use_nearest_neighbours():
     emb = np.array([[1, 0.0], [0.95, 0.05], [0.0, 1], [-1, 0], [1, 0]])
     table = pt.EmbeddingSynonyms(emb, vocab, k=1)
     assert table.candidates("good") == ["great"]
-    out = pt.perturb_texts([("good car",)], "synonym", seed=0, table=pt.EmbeddingSynonyms(emb, vocab, k=1))
-    assert out[0][0].split()[0] in ("good", "great")
+    assert table.candidates("car") == ["bad"] and table.candidates("ing") == []  # "##ing" is no word
+    rng = np.random.default_rng(0)
+    assert pt.synonym("Good car", rng, table, rate=1.0) == "Great bad"  # every word swapped, case kept
+    assert pt.synonym("Good car", rng, table, rate=0.0) == "Good car"
+    out = pt.perturb_texts([("good car",)] * 20, "synonym", seed=0, table=table)
+    assert {o[0] for o in out} <= {"good car", "great car", "good bad", "great bad"} and len({o[0] for o in out}) > 1
 
 
 class Fixed:

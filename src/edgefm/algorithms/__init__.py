@@ -1,3 +1,2 @@
-"""Federated methods, one module each; importing this package registers them all."""
-
-from edgefm.algorithms import centralized, fedavg, fedms, fedprox, local, raffm  # noqa: F401
+"""Federated methods, one module each. Their configs live in ``configs.py`` (torch-free, and
+registered there); each config names its Strategy, imported only when a run is built."""

@@ -7,23 +7,37 @@ privacy cost federated learning avoids); the model never leaves the datacenter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
+import numpy as np
+
+from edgefm.algorithms.configs import CentralizedConfig
 from edgefm.algorithms.fedavg import FedAvg
-from edgefm.config import AlgorithmConfig
+from edgefm.data.encode import Encoded
+from edgefm.edge.devices import DATACENTER, DeviceProfile
 from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Tensors
-from edgefm.registry import register
 
 
-@dataclass(frozen=True)
-class CentralizedConfig(AlgorithmConfig):
-    name: str = "centralized"
+def pool(parts: list[Encoded], indices: list[np.ndarray]) -> tuple[Encoded, np.ndarray]:
+    """The examples of several encoded splits merged in the order of their rows in the pool."""
+    index = np.concatenate(indices)
+    order = np.argsort(index, kind="stable")
+    ids = [x for p in parts for x in p.ids]
+    labels = np.concatenate([p.labels for p in parts])
+    return Encoded([ids[i] for i in order], labels[order], parts[0].pad_id), index[order]
 
 
-@register("algorithm", "centralized")
 class Centralized(FedAvg):
     Config = CentralizedConfig
-    pooled = True
+
+    def population(
+        self, clients: list[ClientData], devices: list[DeviceProfile]
+    ) -> tuple[list[ClientData], list[DeviceProfile]]:
+        """Every client's data shipped to one datacenter device."""
+        train, train_index = pool([c.train for c in clients], [c.train_index for c in clients])
+        test, test_index = pool([c.test for c in clients], [c.test_index for c in clients])
+        pooled = ClientData(0, train, test, sum(c.raw_bytes for c in clients), train_index, test_index)
+        return [pooled], [replace(DATACENTER, device_id=0)]
 
     def client_update(self, task: ClientTask, workbench, data: ClientData, private: Tensors | None) -> ClientUpdate:
         update = super().client_update(task, workbench, data, private)

@@ -8,46 +8,13 @@ The other baselines override one step each.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
-import numpy as np
-
-from edgefm.config import AlgorithmConfig
-from edgefm.data.encode import Encoded
+from edgefm.algorithms.configs import FedAvgConfig
 from edgefm.edge.devices import DeviceProfile
 from edgefm.fl.aggregate import weighted_mean
 from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Strategy, Tensors
 from edgefm.models.workbench import FitResult
-from edgefm.registry import register
 
 
-@dataclass(frozen=True)
-class FedAvgConfig(AlgorithmConfig):
-    name: str = "fedavg"
-
-
-def client_accuracies(
-    workbench, clients: list[ClientData], states: dict[int, Tensors] | None = None
-) -> dict[str, float]:
-    """Accuracy on each client's local test split: mean and worst over clients with a split.
-
-    With ``states`` each client is judged with its own model (personalized methods);
-    otherwise with whatever state the workbench holds.
-    """
-    accs = []
-    for c in clients:
-        if len(c.test) == 0:
-            continue
-        if states is not None and c.client_id in states:
-            workbench.set_state(states[c.client_id])
-        accs.append(workbench.accuracy(c.test))
-    if not accs:
-        return {}
-    return {"client_acc_mean": float(np.mean(accs)), "client_acc_min": float(np.min(accs))}
-
-
-@register("algorithm", "fedavg")
 class FedAvg(Strategy):
     Config = FedAvgConfig
 
@@ -74,13 +41,5 @@ class FedAvg(Strategy):
             metrics={"train_loss": fit.loss, "steps": fit.steps},
         )
 
-    def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate]) -> Tensors:
+    def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]) -> Tensors:
         return weighted_mean([u.payload for u in updates], [u.num_examples for u in updates])
-
-    def evaluate(
-        self, state: Tensors, workbench, test: Encoded, clients: list[ClientData], private: dict[int, Tensors]
-    ) -> dict[str, float]:
-        workbench.set_state(state)
-        metrics = {"accuracy": workbench.accuracy(test)}
-        metrics.update(client_accuracies(workbench, clients))
-        return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}

@@ -21,56 +21,31 @@ Models" (arXiv 2312.15926). Choices the abstract leaves open, as fixed by the pr
 - Ablations: ``gate=fixed`` (0.5/0.5 mixture, nothing uploaded in stage 2), ``experts=global``
   (stage 2 skipped: FedAvg with SAL) and ``experts=local`` (local expert alone in stage 2).
 - Learning rates: ``train.lr`` for LoRA, ``train.head_lr`` for heads, ``gate_lr`` for the gate.
-- ``diagnose_run`` (``edgefm experts RUN``) re-evaluates a finished run's clients: global
+- ``expert_breakdown`` (``edgefm experts RUN``) re-evaluates a finished run's clients: global
   expert, local expert, the better of the two per client, the mixture and the gate's weight, so
   a mixture is judged against its own experts, not against separately trained runs.
+- A client's model (``model_for``, used by evaluation, ``robust`` and ``export``) is its
+  mixture once it has a local expert (stage 2), else the global expert.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from edgefm import EdgefmError
+from edgefm.algorithms.configs import FedMSConfig
 from edgefm.algorithms.fedavg import FedAvg
-from edgefm.config import AlgorithmConfig, ConfigError
-from edgefm.data.encode import Encoded
 from edgefm.edge.devices import DeviceProfile
 from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Tensors
 from edgefm.models import lora as L
 from edgefm.models.flops import FlopModel
-from edgefm.registry import register
 
 GATE = "gate_adapter."
-
-
-@dataclass(frozen=True)
-class FedMSConfig(AlgorithmConfig):
-    name: str = "fedms"
-    stage1_rounds: int = 2
-    sal: Literal["progressive", "fixed", "all"] = "progressive"
-    m0: int = 2
-    delta: int = 5
-    full_depth_flops: float = 150e9  # FLOP/s at which a device trains every block
-    gate_hidden: int = 16
-    gate_lr: float = 1e-3
-    local_weight: float = 0.5
-    gate: Literal["learned", "fixed"] = "learned"
-    experts: Literal["mixture", "global", "local"] = "mixture"
-
-    def __post_init__(self) -> None:
-        for key in ("stage1_rounds", "m0", "delta", "gate_hidden"):
-            if getattr(self, key) < (0 if key == "stage1_rounds" else 1):
-                raise ConfigError(f"algorithm.{key}: {getattr(self, key)!r} is out of range")
-        if self.gate_lr <= 0 or self.local_weight < 0 or self.full_depth_flops <= 0:
-            raise ConfigError("algorithm.gate_lr and full_depth_flops must be > 0, local_weight >= 0")
 
 
 class Gate(nn.Module):
@@ -102,10 +77,20 @@ def _prepare(workbench, cfg) -> None:
     L.route_adapters(model, "default", None, train=False)
 
 
-@register("algorithm", "fedms")
+class Mixture(nn.Module):
+    """The model a FedMS client ends with, as one module: (input_ids, attention_mask) -> log
+    mixture probabilities. A view of the shared model, valid until it is next loaded."""
+
+    def __init__(self, strategy: FedMS, model: nn.Module, blocks: set[int]):
+        super().__init__()
+        self.strategy, self.model, self.blocks = strategy, model, blocks
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.strategy._mixture(self.model, input_ids, attention_mask, self.blocks, grad=False)[0]
+
+
 class FedMS(FedAvg):
     Config = FedMSConfig
-    personalized = True
 
     # -- bookkeeping --------------------------------------------------------------------
     def stage(self, rnd: int) -> int:
@@ -161,7 +146,7 @@ class FedMS(FedAvg):
             return {}
         return {k: v for k, v in state.items() if k.startswith(GATE)}
 
-    def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate]) -> Tensors:
+    def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]) -> Tensors:
         """Each tensor averaged over the clients that sent it (sample-weighted); the rest kept."""
         out = dict(state)
         for key in state:
@@ -308,37 +293,56 @@ class FedMS(FedAvg):
         )
 
     def _flop_model(self, workbench, blocks: set[int]) -> FlopModel:
-        key = f"fedms-s2-{self.algo.experts}-{self.algo.gate}-{len(blocks)}"
-        if key not in workbench._flops:
-            model = workbench.model
-
-            def step(ids, mask):
-                self._step_loss(model, ids, mask, torch.zeros(len(ids), dtype=torch.long), blocks).backward()
-
-            workbench._flops[key] = FlopModel(model, train=True, step=step)
-        return workbench._flops[key]
-
-    # -- evaluation -----------------------------------------------------------------------
-    @torch.no_grad()
-    def _mixture_accuracy(self, workbench, data: Encoded, blocks) -> float:
-        if len(data) == 0:
-            return math.nan
         model = workbench.model
-        model.eval()
-        correct = 0
-        for batch in data.batches(128):
-            batch = batch.to(workbench.device)
-            log_mix, _ = self._mixture(model, batch.input_ids, batch.attention_mask, blocks, grad=False)
-            correct += int((log_mix.argmax(-1) == batch.labels).sum())
-        L.route_adapters(model, "default", None)
-        return correct / len(data)
+
+        def step(ids, mask):
+            self._step_loss(model, ids, mask, torch.zeros(len(ids), dtype=torch.long), blocks).backward()
+
+        key = f"fedms-s2-{self.algo.experts}-{self.algo.gate}-{len(blocks)}"
+        return workbench.flop_model(train=True, key=key, step=step)
+
+    # -- the models a run ends with ---------------------------------------------------------
+    def load_state(self, workbench, state: Tensors) -> None:
+        """The global expert alone (the gate adapter needs a client's local expert)."""
+        _prepare(workbench, self.cfg)
+        L.route_adapters(workbench.model, "default", None)
+        workbench.set_state({k: v for k, v in state.items() if not k.startswith(GATE)})
+
+    def model_for(self, workbench, state: Tensors, private: Tensors | None = None) -> nn.Module:
+        """A client's mixture once it has a local expert (stage 2), else the global expert."""
+        if private is None:
+            return super().model_for(workbench, state)
+        _prepare(workbench, self.cfg)
+        self._load_stage2(workbench, state, private)
+        return Mixture(self, workbench.model, self._blocks_of(private))
 
     @torch.no_grad()
-    def expert_breakdown(self, state: Tensors, workbench, data: Encoded, private: Tensors) -> dict[str, float]:
-        """Why a mixture wins or loses, on one client's local test split: accuracy of the global
-        expert alone, the local expert alone and the mixture, and the gate's mean weight on the
-        local expert (0.5 for a fixed gate). A mixture mode only (``experts=mixture``)."""
+    def expert_breakdown(
+        self, state: Tensors, workbench, clients: list[ClientData], private: dict[int, Tensors]
+    ) -> dict[str, Any]:
+        """Why a mixture wins or loses, on each client's local test split: accuracy of the global
+        expert alone, the local expert alone, the better of the two (a per-client oracle) and the
+        mixture, and the gate's mean weight on the local expert (0.5 for a fixed gate)."""
+        if self.algo.experts != "mixture":
+            raise EdgefmError(f"algorithm fedms with experts={self.algo.experts}: no mixture; expected experts=mixture")
         _prepare(workbench, self.cfg)
+        rows = []
+        for c in clients:
+            if private.get(c.client_id) is None or len(c.test) == 0:
+                continue
+            row = self._breakdown(state, workbench, c.test, private[c.client_id])
+            row["oracle"] = max(row["acc_global"], row["acc_local"])
+            rows.append({"client": c.client_id, "n_test": len(c.test), **row})
+        if not rows:
+            raise EdgefmError("no client has a local expert yet; expected a run that reached stage 2")
+        keys = ["acc_global", "acc_local", "acc_mixture", "oracle", "gate_local"]
+        return {
+            "clients": rows,
+            "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys},
+            "worst": {k: float(np.min([r[k] for r in rows])) for k in keys},
+        }
+
+    def _breakdown(self, state: Tensors, workbench, data, private: Tensors) -> dict[str, float]:
         model, blocks = workbench.model, self._blocks_of(private)
         self._load_stage2(workbench, state, private)
         model.eval()
@@ -355,75 +359,10 @@ class FedMS(FedAvg):
         n = max(1, len(data))
         return {**{f"acc_{k}": v / n for k, v in hits.items()}, "gate_local": w_local / n}
 
-    def load_state(self, workbench, state: Tensors) -> None:
-        """The global expert alone (the gate adapter needs a client's local expert)."""
-        _prepare(workbench, self.cfg)
-        L.route_adapters(workbench.model, "default", None)
-        workbench.set_state({k: v for k, v in state.items() if not k.startswith(GATE)})
-
-    def client_accuracy(self, state: Tensors, workbench, data: ClientData, private: Tensors | None) -> float:
-        """Its mixture once it has a local expert (stage 2), else the global expert."""
-        if private is None:
-            return super().client_accuracy(state, workbench, data, None)
-        _prepare(workbench, self.cfg)
-        self._load_stage2(workbench, state, private)
-        return self._mixture_accuracy(workbench, data.test, self._blocks_of(private))
-
-    def evaluate(
-        self, state: Tensors, workbench, test: Encoded, clients: list[ClientData], private: dict[int, Tensors]
-    ) -> dict[str, float]:
-        """Global: the global expert on the test set. Per client: its mixture (stage 2) or the
-        global expert (stage 1 / before it has a local expert) on its local test split."""
-        metrics = {"accuracy": self.global_accuracy(state, workbench, test)}
-        accs = [self.client_accuracy(state, workbench, c, private.get(c.client_id)) for c in clients if len(c.test)]
-        if accs:
-            metrics.update(client_acc_mean=float(np.mean(accs)), client_acc_min=float(np.min(accs)))
-        return metrics
-
     @staticmethod
     def _total_blocks(state: Tensors) -> int:
-        idx = [int(m.group(1)) for k in state if (m := L._BLOCK.search(k))]
-        return 1 + max(idx)
+        return 1 + max(k for k in map(L.block_of, state) if k is not None)
 
 
 def _in_blocks(key: str, blocks: set[int]) -> bool:
-    m = L._BLOCK.search(key)
-    return bool(m) and int(m.group(1)) in blocks
-
-
-def diagnose_run(run_dir: Path) -> dict:
-    """Per-client expert breakdown of a finished FedMS mixture run, from its checkpoint: the
-    global expert, the local expert, their mixture, the per-client oracle (the better expert for
-    each client) and the gate's mean weight on the local expert."""
-    from edgefm.fl import checkpoint
-    from edgefm.fl.scenario import build
-
-    cfg = checkpoint.run_config(run_dir)
-    if cfg.algorithm.name != "fedms" or cfg.algorithm.experts != "mixture":
-        raise EdgefmError(
-            f"{str(run_dir)!r} is not a FedMS mixture run; expected algorithm.name=fedms, experts=mixture"
-        )
-    saved = checkpoint.load(Path(run_dir), flag="")
-    sc = build(cfg)
-    strategy: FedMS = sc.strategy
-    rows = []
-    for c in sc.clients:
-        private = saved.get("private", {}).get(c.client_id)
-        if private is None or len(c.test) == 0:
-            continue
-        row = strategy.expert_breakdown(saved["state"], sc.workbench, c.test, private)
-        row["oracle"] = max(row["acc_global"], row["acc_local"])
-        rows.append({"client": c.client_id, "n_test": len(c.test), **row})
-    if not rows:
-        raise EdgefmError(
-            f"{str(run_dir)!r}: no client has a local expert in the checkpoint; expected an in-process run "
-            "that reached stage 2 (Flower keeps local experts on the nodes)"
-        )
-    keys = ["acc_global", "acc_local", "acc_mixture", "oracle", "gate_local"]
-    return {
-        "run": str(run_dir),
-        "round": saved["round"],
-        "clients": rows,
-        "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys},
-        "worst": {k: float(np.min([r[k] for r in rows])) for k in keys},
-    }
+    return L.block_of(key) in blocks

@@ -6,26 +6,24 @@ local updates near the global model under data heterogeneity; ``mu = 0`` is FedA
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import torch
 
+from edgefm.algorithms.configs import FedProxConfig
 from edgefm.algorithms.fedavg import FedAvg
-from edgefm.config import AlgorithmConfig, ConfigError
 from edgefm.fl.strategy import ClientData, ClientTask
 from edgefm.models.workbench import FitResult
-from edgefm.registry import register
 
 
-@dataclass(frozen=True)
-class FedProxConfig(AlgorithmConfig):
-    name: str = "fedprox"
-    mu: float = 0.01  # proximal weight
+def proximal_term(params: list[torch.nn.Parameter], mu: float):
+    """A penalty ``() -> mu/2 * sum ||p - p_0||^2`` anchored at the parameters' values now."""
+    anchor = [p.detach().clone() for p in params]
 
-    def __post_init__(self) -> None:
-        if self.mu < 0:
-            raise ConfigError(f"algorithm.mu: {self.mu!r} is out of range; expected a value >= 0")
+    def penalty() -> torch.Tensor:
+        return 0.5 * mu * sum((p - a).pow(2).sum() for p, a in zip(params, anchor, strict=True))
+
+    return penalty
 
 
-@register("algorithm", "fedprox")
 class FedProx(FedAvg):
     Config = FedProxConfig
 
@@ -33,4 +31,6 @@ class FedProx(FedAvg):
         seed = self.client_seed(task.round, task.client_id)
         gen = self.client_generator(task.round, task.client_id)
         # The workbench holds the global state right now, so it is the proximal anchor.
-        return workbench.fit(data.train, self.cfg.train, gen, seed, prox_mu=self.algo.mu)
+        trained = [p for p in workbench.model.parameters() if p.requires_grad]
+        penalty = proximal_term(trained, self.algo.mu) if self.algo.mu > 0 else None
+        return workbench.fit(data.train, self.cfg.train, gen, seed, penalty=penalty)

@@ -1,34 +1,24 @@
 """Local-only training: every device fine-tunes its own adapters on its own data, alone.
 
-The lower bound of collaboration: no bytes cross the network; each client's model is judged
-on its local test split (and, averaged over clients, on the global test set).
+The lower bound of collaboration: no bytes cross the network. There is no global model: each
+client's own model is judged on its local test split, and the run's global accuracy is the mean
+over clients of their own models on the global test set.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from torch import nn
 
-import numpy as np
-
-from edgefm.algorithms.fedavg import FedAvg, client_accuracies
-from edgefm.config import AlgorithmConfig
+from edgefm.algorithms.configs import LocalConfig
+from edgefm.algorithms.fedavg import FedAvg
 from edgefm.data.encode import Encoded
 from edgefm.edge.devices import DeviceProfile
-from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Tensors
-from edgefm.registry import register
+from edgefm.fl.strategy import ClientData, ClientEval, ClientTask, ClientUpdate, Tensors
+from edgefm.models.workbench import accuracy
 
 
-@dataclass(frozen=True)
-class LocalConfig(AlgorithmConfig):
-    name: str = "local"
-
-
-@register("algorithm", "local")
 class Local(FedAvg):
     Config = LocalConfig
-    personalized = True
-    global_from_state = False  # the global figure is the mean of the clients' own models
 
     def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
         # The initial adapters come from the shared seed, generated on the device: nothing is sent.
@@ -50,17 +40,20 @@ class Local(FedAvg):
     def expected_update(self, state: Tensors, task: ClientTask) -> Tensors:
         return {}
 
-    def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate]) -> Tensors:
+    def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]) -> Tensors:
         return state  # nothing is shared
 
-    def evaluate(
-        self, state: Tensors, workbench, test: Encoded, clients: list[ClientData], private: dict[int, Tensors]
-    ) -> dict[str, float]:
-        states = {c.client_id: private.get(c.client_id, state) for c in clients}
-        metrics = client_accuracies(workbench, clients, states)
-        global_accs = []
-        for c in clients:
-            workbench.set_state(states[c.client_id])
-            global_accs.append(workbench.accuracy(test))
-        metrics["accuracy"] = float(np.mean(global_accs))  # mean over the clients' own models
-        return {k: v for k, v in metrics.items() if not math.isnan(v)}
+    def model_for(self, workbench, state: Tensors, private: Tensors | None = None) -> nn.Module:
+        """A client's own adapters (before it first trains: the shared initial ones)."""
+        workbench.set_state(private if private is not None else state)
+        return workbench.model
+
+    def evaluate_server(self, state: Tensors, workbench, test: Encoded) -> dict[str, float]:
+        return {}  # the server holds no trained model
+
+    def evaluate_client(
+        self, state: Tensors, workbench, data: ClientData, private: Tensors | None, test: Encoded
+    ) -> ClientEval:
+        own = super().evaluate_client(state, workbench, data, private, test)
+        own.global_ = {"accuracy": accuracy(self.model_for(workbench, state, private), test, workbench.device)}
+        return own

@@ -22,56 +22,36 @@ Choices the paper leaves open, made here:
   reorders them). The unused BERT pooler is frozen too.
 - *SPP runs after every aggregation* (and on the initial model), so the state the server holds
   is always in salience order; with LoRA it ranks the effective weight W + s*BA.
-- *Aggregation.* ``coverage``: each coordinate is the sample-weighted mean over the clients that
-  trained it, others keep their value. ``participants`` (the original code's rule): every client's
-  model is the global model with its slice written in, and the new global is their plain mean, so
-  a coordinate trained by k of n clients moves k/n of the way.
+- *Aggregation* (every rule scatters each client's slice into full-size tensors first):
+  ``coverage`` (default): each coordinate is the sample-weighted mean over the clients that
+  trained it; coordinates nobody trained keep their value. ``official``: the rule of the
+  official code: each global tensor is zeroed and every participant's slice added divided by
+  M, the number of participants, so a coordinate trained by m of M clients becomes the sum of
+  their values over M (it shrinks by m/M) and one trained by nobody becomes zero. ``participants``
+  (HeteroFL-like, ours): the plain mean of the participants' full-size models, each the previous
+  global model with its slice written in, so a coordinate trained by m of M clients moves m/M of
+  the way from its previous value.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
-
 import numpy as np
 import torch
+from torch import nn
 
 from edgefm import EdgefmError
-from edgefm.algorithms.fedavg import client_accuracies
-from edgefm.config import AlgorithmConfig, ConfigError
-from edgefm.data.encode import Encoded
+from edgefm.algorithms.configs import RaFFMConfig
 from edgefm.edge.devices import TIERS, DeviceProfile
 from edgefm.fl.aggregate import coverage_mean
 from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Strategy, Tensors
 from edgefm.models import elastic as E
 from edgefm.models.flops import FlopModel
 from edgefm.models.workbench import Workbench
-from edgefm.registry import register
 
 FROZEN = ("encoder.embeddings.", "encoder.pooler.")
 FFN_RATIOS = [k / 8 for k in range(8, 0, -1)]
 QK_RATIOS = [k / 4 for k in range(4, 0, -1)]
 HETEROFL_RATIOS = [1.0, 0.5, 0.25]
-
-
-@dataclass(frozen=True)
-class RaFFMConfig(AlgorithmConfig):
-    name: str = "raffm"
-    salience: Literal["spp", "none", "independent_qk"] = "spp"
-    space: Literal["elastic", "heterofl", "full"] = "elastic"
-    aggregation: Literal["coverage", "participants"] = "coverage"
-    unfit: Literal["drop", "force"] = "drop"
-    step_budget_s: float = 3.0  # one training step must take at most this long on a device
-    budget_seq_len: int = 64
-    train_embeddings: bool = False  # for randomly initialised models, whose embeddings must learn
-
-    def __post_init__(self) -> None:
-        if not self.step_budget_s > 0:
-            raise ConfigError(f"algorithm.step_budget_s: {self.step_budget_s!r}; expected a positive number of seconds")
-        if self.budget_seq_len < 1:
-            raise ConfigError(f"algorithm.budget_seq_len: {self.budget_seq_len!r}; expected at least 1")
 
 
 def candidates(arch: E.Arch, space: str) -> list[E.Spec]:
@@ -110,7 +90,6 @@ def choose_spec(
     )
 
 
-@register("algorithm", "raffm")
 class RaFFM(Strategy):
     Config = RaFFMConfig
 
@@ -122,7 +101,6 @@ class RaFFM(Strategy):
         self._flops: dict[E.Spec, FlopModel] = {}
         self.arch: E.Arch | None = None
         self.trained_keys: set[str] = set()
-        self._specs: dict[int, E.Spec] = {}
 
     # -- global state ---------------------------------------------------------------------
     def _prepare(self, workbench) -> None:
@@ -180,7 +158,7 @@ class RaFFM(Strategy):
         for d in devices:
             spec, unfit = self.spec_for(d)
             if unfit and self.algo.unfit == "drop":
-                tasks[d.device_id] = ClientTask(d.device_id, rnd, {}, {"declined": unfit})
+                tasks[d.device_id] = ClientTask(d.device_id, rnd, {}, declined=unfit)
                 continue
             payload = E.slice_state(state, spec, self.arch)
             tasks[d.device_id] = ClientTask(
@@ -193,8 +171,8 @@ class RaFFM(Strategy):
 
     def client_update(self, task: ClientTask, workbench, data: ClientData, private: Tensors | None) -> ClientUpdate:
         self._prepare(workbench)
-        if task.config.get("declined"):  # the engine never sends these; a direct caller gets the reason
-            raise EdgefmError(task.config["declined"])
+        if task.declined:  # the engine never sends these; a direct caller gets the reason
+            raise EdgefmError(task.declined)
         spec = E.Spec.from_list(task.config["spec"])
         sub = E.extract(workbench.model, spec, self.arch)
         E.load_tensors(sub, task.payload)
@@ -226,24 +204,20 @@ class RaFFM(Strategy):
             },
         )
 
-    def aggregate(self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks=None):
-        # the server chose every client's spec; merge reads it from the round's tasks
-        self._specs = {
-            cid: E.Spec.from_list(t.config["spec"]) for cid, t in (tasks or {}).items() if "spec" in t.config
-        }
-        return super().aggregate(rnd, state, updates, tasks)
-
-    def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate]) -> Tensors:
+    def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]) -> Tensors:
         placed, masks = [], []
-        for u in updates:
-            spec = self._specs.get(u.client_id, E.Spec.full(self.arch))
+        for u in updates:  # the server chose every client's spec: it is in the round's tasks
+            spec = E.Spec.from_list(tasks[u.client_id].config["spec"])
             full, mask = {}, {}
             for k, v in u.payload.items():
                 full[k], mask[k] = E.scatter(k, state[k], v, spec, self.arch)
             placed.append(full)
             masks.append(mask)
-        if self.algo.aggregation == "coverage":
+        rule = self.algo.aggregation
+        if rule == "coverage":
             merged = coverage_mean(placed, masks, [u.num_examples for u in updates], state)
+        elif rule == "official":
+            merged = official_mean(placed, masks, state)
         else:
             merged = participants_mean(placed, state)
         return self._reorder(merged)
@@ -252,17 +226,26 @@ class RaFFM(Strategy):
         self._prepare(workbench)
         E.load_tensors(workbench.model, state)  # a full-width state; the embeddings stay as they are
 
-    def evaluate(
-        self, state: Tensors, workbench, test: Encoded, clients: list[ClientData], private: dict[int, Tensors]
-    ) -> dict[str, float]:
-        self.load_state(workbench, state)
-        metrics = {"accuracy": workbench.accuracy(test), **client_accuracies(workbench, clients)}
-        return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+    def export(
+        self, workbench, state: Tensors, private: Tensors | None, budget: str, reorder: bool = False
+    ) -> tuple[nn.Module, dict]:
+        """Deployment-time scaling: the trained global model cut, without retraining, to the
+        largest subnetwork a device tier can train (``full``: the whole model). ``reorder`` applies
+        SPP first, for a model trained without it (one trained with it is already in order)."""
+        if budget != "full" and budget not in TIERS:
+            raise EdgefmError(f"--budget {budget!r}: not a device tier; expected one of {', '.join(TIERS)} or full")
+        self._prepare(workbench)
+        self.load_state(workbench, E.reorder(state, self.arch, lora_scaling=self.scaling) if reorder else state)
+        # a model trained at full size is cut on the finest grid
+        space = "elastic" if self.algo.space == "full" else self.algo.space
+        spec, why = (E.Spec.full(self.arch), "") if budget == "full" else self.spec_for(TIERS[budget], space)
+        sub = E.extract(workbench.model, spec, self.arch)
+        return sub, {"fits": not why, "reason": why, "ffn_width": list(spec.ffn), "qk_width": list(spec.qk)}
 
 
 def participants_mean(placed: list[Tensors], previous: Tensors) -> Tensors:
-    """The original RaFFM rule: the plain mean of the participants' full-size models, each the
-    previous global model with that client's slice written in."""
+    """The plain mean of the participants' full-size models, each the previous global model with
+    that client's slice written in (a coordinate trained by m of M clients moves m/M of the way)."""
     out = {}
     for key, prev in previous.items():
         acc = torch.zeros_like(prev, dtype=torch.float64)
@@ -272,52 +255,19 @@ def participants_mean(placed: list[Tensors], previous: Tensors) -> Tensors:
     return out
 
 
-def export_subnetworks(run_dir: Path, budgets: list[str], spp: bool = False) -> dict:
-    """Deployment-time scaling: cut the trained global model for each budget (a device tier, or
-    ``full``) without retraining, and measure each cut's test accuracy, size and FLOPs.
-
-    ``spp`` reorders the weights by salience before cutting (for a model trained without SPP;
-    a model trained with it is already in salience order)."""
-    from edgefm.fl import checkpoint
-    from edgefm.fl.scenario import build
-    from edgefm.models.flops import count_flops
-
-    unknown = [b for b in budgets if b != "full" and b not in TIERS]
-    if unknown:
-        raise EdgefmError(f"--budget {unknown[0]!r}: not a device tier; expected one of {', '.join(TIERS)} or full")
-    cfg = checkpoint.run_config(run_dir)
-    if cfg.algorithm.name != "raffm":
-        raise EdgefmError(f"{str(run_dir)!r} is a {cfg.algorithm.name} run; expected a raffm run to export")
-    state = checkpoint.load(Path(run_dir), flag="")["state"]
-    sc = build(cfg)
-    strategy: RaFFM = sc.strategy
-    strategy._prepare(sc.workbench)
-    if spp:
-        state = E.reorder(state, strategy.arch, lora_scaling=strategy.scaling)
-    space = "elastic" if cfg.algorithm.space == "full" else cfg.algorithm.space  # a full-size model is cut finely
-    E.load_tensors(sc.workbench.model, state)
-    rows = []
-    for budget in budgets:
-        spec, why = (E.Spec.full(strategy.arch), "") if budget == "full" else strategy.spec_for(TIERS[budget], space)
-        sub = E.extract(sc.workbench.model, spec, strategy.arch)
-        params = sum(p.numel() for p in sub.parameters())
-        rows.append(
-            {
-                "budget": budget,
-                "fits": not why,
-                "reason": why,
-                "ffn_width": list(spec.ffn),
-                "qk_width": list(spec.qk),
-                "params": params,
-                "size_mb": params * 4 / 1e6,  # fp32 weights
-                "flops_per_example": count_flops(sub, cfg.algorithm.budget_seq_len, train=False),
-                "accuracy": Workbench(sub, sc.workbench.tokenizer, sc.workbench.device).accuracy(sc.test),
-            }
-        )
-        del sub
-    return {
-        "run": str(run_dir),
-        "dataset": sc.bundle.name,
-        "seq_len": cfg.algorithm.budget_seq_len,
-        "subnetworks": rows,
-    }
+def official_mean(placed: list[Tensors], masks: list[Tensors], previous: Tensors) -> Tensors:
+    """The official RaFFM code's rule: each global tensor zeroed, then every participant's slice
+    added divided by M, the number of participants (``placed[k]`` holds client k's slice where
+    ``masks[k]`` is set). A coordinate trained by m of M clients becomes their sum over M; one that
+    no participant sent becomes zero. Tensors nobody sends (frozen ones) keep their values."""
+    out = {}
+    for key, prev in previous.items():
+        if not any(key in p for p in placed):
+            out[key] = prev
+            continue
+        acc = torch.zeros_like(prev, dtype=torch.float64)
+        for p, m in zip(placed, masks, strict=True):
+            if key in p:
+                acc += torch.where(m[key], p[key].double(), 0.0)
+        out[key] = (acc / len(placed)).to(prev.dtype)
+    return out

@@ -1,5 +1,10 @@
-"""Save and resume a run exactly: after every round the global state, every client's private
-state, the ledger and the round history go to ``RUN_DIR/checkpoint.pt`` (atomically).
+"""Save and resume a run exactly, from files that hold data and never code.
+
+After every round ``RUN_DIR/checkpoint.safetensors`` is replaced atomically. Its tensors are the
+global state (``state::KEY``) and every client's private state (``private::CLIENT::KEY``); its
+metadata holds, as JSON, the round, the ledger and which clients keep private state elsewhere
+(on Flower nodes). safetensors reads tensors without unpickling anything, so a crafted run
+folder cannot run code; a pickled ``checkpoint.pt`` from an older edgefm is refused, not loaded.
 
 Everything else a run needs (data partitions, devices, per-client seeds) is rebuilt from the
 saved ``config.yaml`` and derived from the seed, so a resumed run repeats the uninterrupted
@@ -8,44 +13,106 @@ one bit for bit.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
-from edgefm import EdgefmError
+from edgefm import EdgefmError, config
 
-FILENAME = "checkpoint.pt"
+FILENAME = "checkpoint.safetensors"
+LEGACY = "checkpoint.pt"
+FORMAT = 1
+Tensors = dict[str, torch.Tensor]
 
 
-def save(run_dir: Path, payload: dict[str, Any]) -> None:
+@dataclass
+class Checkpoint:
+    round: int
+    state: Tensors
+    ledger: dict[str, Any]
+    private: dict[int, Tensors] = field(default_factory=dict)
+    private_on_nodes: list[int] = field(default_factory=list)  # clients whose private state stayed on their node
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, so that it is valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def save(run_dir: Path, ckpt: Checkpoint) -> None:
+    tensors = {f"state::{k}": v for k, v in ckpt.state.items()}
+    for cid, private in ckpt.private.items():
+        tensors.update({f"private::{int(cid)}::{k}": v for k, v in private.items()})
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    meta = {
+        "format": FORMAT,
+        "round": ckpt.round,
+        "ledger": ckpt.ledger,
+        "clients_with_private": sorted(int(c) for c in ckpt.private),
+        "private_on_nodes": sorted(ckpt.private_on_nodes),
+    }
     path = Path(run_dir) / FILENAME
     tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
+    save_file(tensors, str(tmp), metadata={"edgefm": json.dumps(jsonable(meta), allow_nan=False)})
     os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
 
 
-def load(run_dir: Path, flag: str = "--resume") -> dict[str, Any]:
+def load(run_dir: Path, flag: str = "--resume") -> Checkpoint:
     """The last saved round of a run folder; ``flag`` names the option that gave the folder."""
     path = Path(run_dir) / FILENAME
     if not path.is_file():
+        if (Path(run_dir) / LEGACY).is_file():
+            raise EdgefmError(
+                f"{_named(flag, run_dir)}: holds a pickled {LEGACY}, which edgefm no longer loads (unpickling a "
+                f"file can run code); expected a {FILENAME} written by this version of edgefm train"
+            )
         raise EdgefmError(
             f"{_named(flag, run_dir)}: no {FILENAME} in it; expected a run folder written by edgefm train"
         )
-    return torch.load(path, weights_only=False)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["edgefm"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
+        state = {k[len("state::") :]: v for k, v in tensors.items() if k.startswith("state::")}
+        private: dict[int, Tensors] = {int(c): {} for c in meta["clients_with_private"]}
+        for key, v in tensors.items():
+            if key.startswith("private::"):
+                _, cid, name = key.split("::", 2)
+                private[int(cid)][name] = v
+        return Checkpoint(int(meta["round"]), state, meta["ledger"], private, list(meta["private_on_nodes"]))
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EdgefmError(f"{_named(flag, run_dir)}: {FILENAME} is not a valid edgefm checkpoint ({reason})") from None
 
 
-def run_config(run_dir: Path, flag: str = ""):
+def run_config(run_dir: Path, flag: str = "") -> config.RunConfig:
     """The saved ``config.yaml`` of a run folder, as a RunConfig; a folder without one is a one-line error."""
-    from edgefm import config
-
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise EdgefmError(
             f"{_named(flag, run_dir)}: no config.yaml in it; expected a run folder written by edgefm train"
         )
     return config.load(path)
+
+
+def exists(run_dir: Path) -> bool:
+    """Whether a run folder already holds a checkpoint (of this or an older edgefm)."""
+    return (Path(run_dir) / FILENAME).exists() or (Path(run_dir) / LEGACY).exists()
 
 
 def _named(flag: str, run_dir: Path) -> str:

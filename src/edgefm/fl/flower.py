@@ -13,8 +13,11 @@ the payload tensors' bytes (as in-process, so the two engines agree) and adds th
 record sizes as ``wire_bytes_up/down``. A client's private state (local experts, personalized
 heads) lives in the node's ``context.state``, never on the server. Clients that crash or do not
 answer within ``flower.round_timeout`` are recorded as dropped and the round aggregates the rest.
-Per-client metrics are computed on the nodes (local test splits; for personalized methods also
-their own model on the global test set), global ones on the server.
+Each node evaluates its own model (``Strategy.evaluate_client``), the server the global state
+(``evaluate_server``), and the engine combines the two as it does in-process. Clients that keep
+private state say so in their reply; the checkpoint records them, since their state is on the
+nodes and not in the checkpoint. With CUDA present (and ``device`` not ``cpu``) every simulated
+node gets an equal share of the GPUs.
 
 Nodes learn the run's resolved config from every message (a few KB of YAML, in the wire bytes),
 and the server maps partitions to nodes with one ``query`` round.
@@ -25,24 +28,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from edgefm import EdgefmError, config
+from edgefm.fl import checkpoint
+from edgefm.fl.scenario import Scenario, build
 from edgefm.fl.simulation import Callbacks, Engine, Reply
-from edgefm.fl.strategy import ClientTask, ClientUpdate, Tensors
+from edgefm.fl.strategy import ClientEval, ClientTask, ClientUpdate, Tensors
 
 log = logging.getLogger("edgefm.fl")
 CONFIG_KEY = "edgefm-config"  # run_config / message key holding the resolved YAML config
 RUN_DIR_KEY = "edgefm-run-dir"
 SET_KEY = "edgefm-set"  # space-separated dotted overrides, as --set takes them
-FAULT_ENV = "EDGEFM_FLOWER_FAULT"  # "PARTITION:ROUND[,...]": that client crashes then (fault-injection tests)
 
 
 def _to_record(tensors: Tensors) -> ArrayRecord:
@@ -76,8 +80,6 @@ _SCENARIOS: dict[str, Any] = {}  # per node process: the scenario built once per
 def _scenario(cfg_yaml: str, threads: int):
     key = hashlib.sha256(cfg_yaml.encode()).hexdigest()
     if key not in _SCENARIOS:
-        from edgefm.fl.scenario import build
-
         torch.set_num_threads(threads)  # parallel clients get one thread each (2 x 2 threads run at 40%)
         _SCENARIOS.clear()
         _SCENARIOS[key] = build(config.loads(cfg_yaml))
@@ -88,11 +90,6 @@ def _partition(context: Context) -> int:
     if "partition-id" not in context.node_config:
         raise EdgefmError("node_config has no partition-id; start the SuperNode with --node-config 'partition-id=K'")
     return int(context.node_config["partition-id"])
-
-
-def _faulty(partition: int, rnd: int) -> bool:
-    spec = os.environ.get(FAULT_ENV, "")
-    return any(item.strip() == f"{partition}:{rnd}" for item in spec.split(",") if item.strip())
 
 
 client_app = ClientApp()
@@ -110,8 +107,6 @@ def _train(msg: Message, context: Context) -> Message:
     cid, rnd = int(meta["client"]), int(meta["round"])
     if cid != _partition(context):
         raise EdgefmError(f"task for client {cid} reached partition {_partition(context)}")
-    if _faulty(cid, rnd):
-        raise RuntimeError(f"injected fault: client {cid} in round {rnd}")
     extra = {k[len("cfg.") :]: _from_record(v) for k, v in msg.content.array_records.items() if k.startswith("cfg.")}
     scalars = {k: v for k, v in meta.items() if k not in (CONFIG_KEY, "client", "round", "threads")}
     payload = _from_record(msg.content["payload"]) if "payload" in msg.content.array_records else {}
@@ -125,6 +120,7 @@ def _train(msg: Message, context: Context) -> Message:
         "flops": float(update.flops),
         "extra_bytes_up": update.extra_bytes_up,
         "colocated": int(update.colocated),
+        "has_private": int(update.private is not None),
     }
     metrics = {f"m.{k}": float(v) for k, v in update.metrics.items()}
     return msg.create_reply(
@@ -139,13 +135,9 @@ def _evaluate(msg: Message, context: Context) -> Message:
     cid = _partition(context)
     state = _from_record(msg.content["state"])
     own = _from_record(context.state["private"]) if "private" in context.state.array_records else None
-    strategy, data = sc.strategy, sc.clients[cid]
-    out: dict[str, float] = {"has_test": float(len(data.test) > 0)}
-    if len(data.test):
-        out["client_acc"] = strategy.client_accuracy(state, sc.workbench, data, own)
-    if not strategy.global_from_state:  # e.g. local-only: the mean of the clients' own models
-        strategy.load_state(sc.workbench, own if own is not None else state)
-        out["global_acc"] = sc.workbench.accuracy(sc.test)
+    result = sc.strategy.evaluate_client(state, sc.workbench, sc.clients[cid], own, sc.test)
+    out = {**{f"local.{k}": float(v) for k, v in result.local.items()}}
+    out.update({f"global.{k}": float(v) for k, v in result.global_.items()})
     return msg.create_reply(RecordDict({"metrics": MetricRecord(out)}))
 
 
@@ -159,12 +151,11 @@ class FlowerTransport:
         self.grid, self.sc, self.cfg_yaml = grid, scenario, cfg_yaml
         self.timeout = scenario.cfg.flower.round_timeout
         self.threads = scenario.cfg.flower.client_cpus
+        self.private_on_nodes: set[int] = set()
         self.node_of = self._discover()
 
     def _discover(self) -> dict[int, int]:
         """partition id -> node id, from one query round; waits for enough nodes to join."""
-        import time
-
         want = len(self.sc.clients)
         deadline = time.monotonic() + self.timeout
         nodes = list(self.grid.get_node_ids())
@@ -197,7 +188,8 @@ class FlowerTransport:
             )
         return mapping
 
-    def _message(self, cid: int, content: RecordDict, kind: str) -> Message:
+    def _message(self, cid: int, rnd: int, content: RecordDict, kind: str) -> Message:
+        """The message to client ``cid``'s node (tests override this seam to inject faults)."""
         return Message(content, dst_node_id=self.node_of[cid], message_type=kind)
 
     def train(self, rnd: int, tasks: dict[int, ClientTask]) -> list[Reply]:
@@ -216,7 +208,7 @@ class FlowerTransport:
             for k, v in arrays.items():
                 content[f"cfg.{k}"] = _to_record(v)
             down[cid] = sum(r.count_bytes() for r in content.array_records.values())
-            msgs.append(self._message(cid, content, MessageType.TRAIN))
+            msgs.append(self._message(cid, rnd, content, MessageType.TRAIN))
         by_node = {v: k for k, v in self.node_of.items()}
         replies = []
         for reply in self.grid.send_and_receive(msgs, timeout=self.timeout):
@@ -236,44 +228,44 @@ class FlowerTransport:
                 extra_bytes_up=int(nums["extra_bytes_up"]),
                 colocated=bool(nums["colocated"]),
             )
+            if nums["has_private"]:
+                self.private_on_nodes.add(cid)
             replies.append(Reply(cid, update, wire_bytes_up=payload_rec.count_bytes(), wire_bytes_down=down[cid]))
         return replies
 
-    def evaluate(self, rnd: int, state: Tensors) -> dict[str, float]:
-        sc, strategy = self.sc, self.sc.strategy
-        metrics: dict[str, float] = {}
-        if strategy.global_from_state:
-            metrics["accuracy"] = strategy.global_accuracy(state, sc.workbench, sc.test)
+    def evaluate_clients(self, rnd: int, state: Tensors) -> list[ClientEval]:
         content = RecordDict(
             {
                 "task": ConfigRecord({CONFIG_KEY: self.cfg_yaml, "threads": self.threads}),
                 "state": _to_record(state),
             }
         )
-        msgs = [self._message(cid, content, MessageType.EVALUATE) for cid in range(len(sc.clients))]
-        local, global_ = [], []
+        msgs = [self._message(cid, rnd, content, MessageType.EVALUATE) for cid in range(len(self.sc.clients))]
+        evals = []
         for reply in self.grid.send_and_receive(msgs, timeout=self.timeout):
             if reply.has_error():
+                log.warning(
+                    "round %d: evaluation failed on node %d: %s", rnd, reply.metadata.src_node_id, reply.error.reason
+                )
                 continue
             m = reply.content["metrics"]
-            if m["has_test"]:
-                local.append(m["client_acc"])
-            if "global_acc" in m:
-                global_.append(m["global_acc"])
-        if local:
-            metrics.update(client_acc_mean=float(np.mean(local)), client_acc_min=float(np.min(local)))
-        if global_:
-            metrics["accuracy"] = float(np.mean(global_))
-        return metrics
+            evals.append(
+                ClientEval(
+                    {k[len("local.") :]: float(v) for k, v in m.items() if k.startswith("local.")},
+                    {k[len("global.") :]: float(v) for k, v in m.items() if k.startswith("global.")},
+                )
+            )
+        return evals
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"private": {}}  # private state lives on the nodes
+    def checkpoint_fields(self) -> dict[str, Any]:
+        return {"private": {}, "private_on_nodes": sorted(self.private_on_nodes)}  # private state stays on nodes
 
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        if saved.get("private"):
+    def restore(self, saved: checkpoint.Checkpoint) -> None:
+        if saved.private or saved.private_on_nodes:
+            where = "the in-process engine" if saved.private else "Flower nodes of the interrupted run, now gone"
             raise EdgefmError(
-                "this checkpoint holds clients' private state from the in-process engine; "
-                "resume it with engine=inprocess"
+                f"this checkpoint's clients keep private state ({where}); resume it with engine=inprocess "
+                "if it was trained in-process, else it cannot be resumed"
             )
 
 
@@ -284,15 +276,11 @@ def _server_main(
     callbacks: Callbacks | None,
     resume: bool = False,
     result: dict | None = None,
+    scenario: Scenario | None = None,
+    transport: type[FlowerTransport] = FlowerTransport,
 ) -> None:
-    from edgefm.fl.scenario import build
-
-    sc = build(config.loads(cfg_yaml))
-    if not sc.strategy.flower_ready:
-        raise EdgefmError(
-            f"algorithm {sc.cfg.algorithm.name!r} does not run on the Flower engine yet; use engine=inprocess"
-        )
-    out = Engine(sc, callbacks, FlowerTransport(grid, sc, cfg_yaml)).run(run_dir, resume=resume)
+    sc = scenario if scenario is not None else build(config.loads(cfg_yaml))
+    out = Engine(sc, callbacks, transport(grid, sc, cfg_yaml)).run(run_dir, resume=resume)
     if result is not None:
         result.update(out)
 
@@ -303,13 +291,16 @@ def make_server_app(
     callbacks: Callbacks | None = None,
     resume: bool = False,
     result: dict | None = None,
+    scenario: Scenario | None = None,
+    transport: type[FlowerTransport] = FlowerTransport,
 ) -> ServerApp:
-    """A ServerApp bound to one config (for the simulation engine, which passes no run config)."""
+    """A ServerApp bound to one config (for the simulation engine, which passes no run config);
+    ``scenario``, when given, is the one already built from that config."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        _server_main(grid, cfg_yaml, run_dir, callbacks, resume, result)
+        _server_main(grid, cfg_yaml, run_dir, callbacks, resume, result, scenario, transport)
 
     return app
 
@@ -346,10 +337,16 @@ def _deployed_main(grid: Grid, context: Context) -> None:
 
 
 def run_simulation(
-    cfg: config.RunConfig, run_dir: Path | None = None, callbacks: Callbacks | None = None, resume: bool = False
+    cfg: config.RunConfig,
+    run_dir: Path | None = None,
+    callbacks: Callbacks | None = None,
+    resume: bool = False,
+    scenario: Scenario | None = None,
+    transport: type[FlowerTransport] = FlowerTransport,
 ) -> dict[str, Any]:
     """Run ``cfg`` on Flower's simulation engine (Ray) on this machine: one virtual SuperNode per
-    client, ``flower.client_cpus`` CPUs each, as many at once as the cores allow."""
+    client, ``flower.client_cpus`` CPUs each, as many at once as the cores allow. ``scenario`` is
+    ``cfg``'s, when the caller has built it already; ``transport`` is a seam for tests."""
     from flwr.simulation import run_simulation as flwr_run_simulation
 
     os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
@@ -357,21 +354,23 @@ def run_simulation(
     if not log.isEnabledFor(logging.INFO):  # quiet unless edgefm -v: the progress bars tell the story
         logging.getLogger("flwr").setLevel(logging.WARNING)
     cfg_yaml = config.dump(cfg)
-    n = 1 if _pooled(cfg) else cfg.clients
-    cpus = cfg.flower.client_cpus * (cfg.flower.parallel or max(1, (os.cpu_count() or 1) // cfg.flower.client_cpus))
+    sc = scenario if scenario is not None else build(cfg)
+    parallel = cfg.flower.parallel or max(1, (os.cpu_count() or 1) // cfg.flower.client_cpus)
+    gpus = torch.cuda.device_count() if cfg.device != "cpu" else 0
     backend = {
-        "client_resources": {"num_cpus": cfg.flower.client_cpus, "num_gpus": 0.0},
-        "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False},
+        "client_resources": {"num_cpus": cfg.flower.client_cpus, "num_gpus": min(1.0, gpus / parallel)},
+        "init_args": {
+            "num_cpus": cfg.flower.client_cpus * parallel,
+            "num_gpus": gpus,
+            "include_dashboard": False,
+            "log_to_driver": False,
+        },
     }
     result: dict[str, Any] = {}
-    server = make_server_app(cfg_yaml, run_dir, callbacks, resume, result)
-    flwr_run_simulation(server_app=server, client_app=client_app, num_supernodes=n, backend_config=backend)
+    server = make_server_app(cfg_yaml, run_dir, callbacks, resume, result, sc, transport)
+    flwr_run_simulation(
+        server_app=server, client_app=client_app, num_supernodes=len(sc.clients), backend_config=backend
+    )
     if "ledger" not in result:
         raise EdgefmError("the Flower simulation ended without finishing the run; see the log above")
     return result
-
-
-def _pooled(cfg: config.RunConfig) -> bool:
-    from edgefm import registry
-
-    return bool(registry.get("algorithm", cfg.algorithm.name).pooled)

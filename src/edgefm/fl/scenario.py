@@ -6,7 +6,7 @@ fails in a second, before any model is loaded and before anything is written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,8 +15,8 @@ from edgefm.config import RunConfig
 from edgefm.data.encode import Encoded, encode
 from edgefm.data.partition import local_splits
 from edgefm.data.sources import DataBundle, load_data
-from edgefm.edge.devices import DATACENTER, DeviceProfile, sample_population
-from edgefm.fl.strategy import ClientData, Strategy, seed_for
+from edgefm.edge.devices import DeviceProfile, sample_population
+from edgefm.fl.strategy import ClientData, Strategy, build_strategy, seed_for
 from edgefm.models.workbench import Workbench
 
 
@@ -29,7 +29,6 @@ class Scenario:
     test: Encoded
     workbench: Workbench
     strategy: Strategy
-    raw_bytes: list[int]  # UTF-8 bytes of each client's raw training text (what pooling would ship)
 
 
 def partition_indices(cfg: RunConfig, bundle: DataBundle) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -53,7 +52,7 @@ def partition_indices(cfg: RunConfig, bundle: DataBundle) -> list[tuple[np.ndarr
 
 
 def build(cfg: RunConfig) -> Scenario:
-    strategy_cls = registry.get("algorithm", cfg.algorithm.name)
+    strategy = build_strategy(cfg)
     bundle = load_data(cfg.data, cfg.seed)
     splits = partition_indices(cfg, bundle)
     devices = sample_population(
@@ -64,14 +63,9 @@ def build(cfg: RunConfig) -> Scenario:
     train = encode(bundle.train["text"], bundle.train["label"], tok, max_len)
     test = encode(bundle.test["text"], bundle.test["label"], tok, max_len)
     texts = bundle.train["text"]
-    raw_bytes = [sum(len(texts[i].encode()) + 1 for i in tr) for tr, _ in splits]
-    clients = [ClientData(k, train.subset(tr), train.subset(te), raw_bytes[k]) for k, (tr, te) in enumerate(splits)]
-    strategy = strategy_cls(cfg)
-    if strategy.pooled:
-        # Centralized upper bound: every client's data shipped to one datacenter device.
-        pooled_train = np.sort(np.concatenate([tr for tr, _ in splits]))
-        pooled_test = np.sort(np.concatenate([te for _, te in splits]))
-        raw_bytes = [sum(raw_bytes)]
-        clients = [ClientData(0, train.subset(pooled_train), train.subset(pooled_test), raw_bytes[0])]
-        devices = [replace(DATACENTER, device_id=0)]
-    return Scenario(cfg, bundle, devices, clients, test, workbench, strategy, raw_bytes)
+    clients = [
+        ClientData(k, train.subset(tr), train.subset(te), sum(len(texts[i].encode()) + 1 for i in tr), tr, te)
+        for k, (tr, te) in enumerate(splits)
+    ]
+    clients, devices = strategy.population(clients, devices)
+    return Scenario(cfg, bundle, devices, clients, test, workbench, strategy)

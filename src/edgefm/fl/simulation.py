@@ -1,9 +1,11 @@
-"""The in-process engine: the one round loop.
+"""The one round loop, and the in-process transport.
 
-Sample clients, ``configure``, run every ``client_update`` on the shared workbench (one at a
-time: a single process may use every core), ``aggregate``, ``evaluate``, write the ledger and
-a checkpoint. The engine is silent: it reports through :class:`Callbacks`, which the CLI
-renders as progress bars.
+Sample clients, ``configure``, send the tasks no device declined through the transport (in-process:
+every ``client_update`` on the shared workbench, one at a time, since a single process may use
+every core; Flower: one message per node), ``aggregate``, evaluate (the server's metrics from
+the global state, each client's from its own model, combined once here for both engines), write
+the ledger and a checkpoint. The engine is silent: it reports through :class:`Callbacks`, which
+the CLI renders as progress bars.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from edgefm import EdgefmError
 from edgefm.fl import checkpoint
 from edgefm.fl.ledger import Ledger
 from edgefm.fl.scenario import Scenario
-from edgefm.fl.strategy import ClientTask, ClientUpdate, Tensors, seed_for
+from edgefm.fl.strategy import ClientEval, ClientTask, ClientUpdate, Tensors, combine_metrics, seed_for
 
 log = logging.getLogger("edgefm.fl")
 
@@ -76,15 +78,23 @@ class InProcess:
             replies.append(Reply(cid, update))
         return replies
 
-    def evaluate(self, rnd: int, state: Tensors) -> dict[str, float]:
+    def evaluate_clients(self, rnd: int, state: Tensors) -> list[ClientEval]:
         sc = self.sc
-        return sc.strategy.evaluate(state, sc.workbench, sc.test, sc.clients, self.private)
+        return [
+            sc.strategy.evaluate_client(state, sc.workbench, c, self.private.get(c.client_id), sc.test)
+            for c in sc.clients
+        ]
 
-    def state_dict(self) -> dict[str, Any]:
+    def checkpoint_fields(self) -> dict[str, Any]:
         return {"private": self.private}
 
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        self.private = saved.get("private", {})
+    def restore(self, saved: checkpoint.Checkpoint) -> None:
+        if saved.private_on_nodes:
+            raise EdgefmError(
+                f"clients {saved.private_on_nodes[:5]} kept private state on the Flower nodes of the interrupted "
+                "run; it is gone, so this run cannot be resumed"
+            )
+        self.private = saved.private
 
 
 class Engine:
@@ -97,30 +107,29 @@ class Engine:
 
     def run(self, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
         sc, cfg = self.sc, self.sc.cfg
+        state = sc.strategy.initial_state(sc.workbench)  # also prepares the workbench, so on a resume too
+        ledger, start = Ledger(), 1
         if resume:
             if run_dir is None:
                 raise EdgefmError("resume needs a run folder")
             saved = checkpoint.load(run_dir)
-            state = saved["state"]
-            self.transport.load_state_dict(saved)
-            ledger, start = Ledger.from_state(saved["ledger"]), saved["round"] + 1
+            self.transport.restore(saved)
+            state, ledger, start = saved.state, Ledger.from_state(saved.ledger), saved.round + 1
             self._rewrite_metrics(run_dir, ledger)
-        else:
-            state, ledger, start = sc.strategy.initial_state(sc.workbench), Ledger(), 1
         self.cb.on_run_start(cfg.rounds, start)
         for rnd in range(start, cfg.rounds + 1):
             state = self._round(rnd, state, ledger, run_dir)
-        return {"state": state, "private": getattr(self.transport, "private", {}), "ledger": ledger}
+        return {"state": state, "ledger": ledger, **self.transport.checkpoint_fields()}
 
     def _round(self, rnd: int, state: Tensors, ledger: Ledger, run_dir: Path | None) -> Tensors:
         sc, cfg = self.sc, self.sc.cfg
         strategy = sc.strategy
         t0 = time.perf_counter()
-        sampled = sample_clients(cfg.seed, rnd, len(sc.clients), 1.0 if strategy.pooled else cfg.fraction)
+        sampled = sample_clients(cfg.seed, rnd, len(sc.clients), cfg.fraction)
         self.cb.on_round_start(rnd, sampled)
         tasks = strategy.configure(rnd, state, [sc.devices[i] for i in sampled])
         # a device that declines a task (e.g. no subnetwork fits its budget) is not contacted
-        declined = {cid: t.config["declined"] for cid, t in tasks.items() if t.config.get("declined")}
+        declined = {cid: t.declined for cid, t in tasks.items() if t.declined}
         sent = {cid: t for cid, t in tasks.items() if cid not in declined}
         replies = {r.client_id: r for r in self.transport.train(rnd, sent)} if sent else {}
         replies.update({cid: Reply(cid, None, why) for cid, why in declined.items()})
@@ -162,18 +171,18 @@ class Engine:
         state = result.state
         metrics: dict[str, float] = {}
         if rnd % cfg.eval_every == 0 or rnd == cfg.rounds:
-            metrics = self.transport.evaluate(rnd, state)
+            server = strategy.evaluate_server(state, sc.workbench, sc.test)
+            metrics = combine_metrics(server, self.transport.evaluate_clients(rnd, state))
         summary = ledger.close_round(rnd, metrics, time.perf_counter() - t0)
         if run_dir is not None:
             with open(Path(run_dir) / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(summary) + "\n")
+                fh.write(json.dumps(checkpoint.jsonable(summary)) + "\n")
             with open(Path(run_dir) / "clients.jsonl", "a") as fh:
                 for row in ledger.clients:
                     if row["round"] == rnd:
-                        fh.write(json.dumps(row) + "\n")
-            checkpoint.save(
-                run_dir, {"round": rnd, "state": state, "ledger": ledger.state_dict(), **self.transport.state_dict()}
-            )
+                        fh.write(json.dumps(checkpoint.jsonable(row)) + "\n")
+            fields = self.transport.checkpoint_fields()
+            checkpoint.save(run_dir, checkpoint.Checkpoint(rnd, state, ledger.state_dict(), **fields))
         self.cb.on_round_end(summary)
         return state
 
@@ -182,7 +191,7 @@ class Engine:
         # Rounds after the checkpoint (a crash mid-round) are dropped, then re-run.
         with open(Path(run_dir) / "metrics.jsonl", "w") as fh:
             for summary in ledger.rounds:
-                fh.write(json.dumps(summary) + "\n")
+                fh.write(json.dumps(checkpoint.jsonable(summary)) + "\n")
         with open(Path(run_dir) / "clients.jsonl", "w") as fh:
             for row in ledger.clients:
-                fh.write(json.dumps(row) + "\n")
+                fh.write(json.dumps(checkpoint.jsonable(row)) + "\n")

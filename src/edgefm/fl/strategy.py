@@ -1,25 +1,40 @@
 """The one plug-in point for federated methods (ARCHITECTURE.md).
 
-A method is a :class:`Strategy` with four steps — ``configure``, ``client_update``,
-``aggregate``, ``evaluate`` — and the runtime owns everything else: sampling, the ledger,
-checkpoints and the transport. The in-process engine and the Flower engine call exactly these
-four, so a method written once runs in both. Payloads are what would cross the network.
+A method is a :class:`Strategy`. The runtime owns the loop, sampling, the ledger, checkpoints
+and the transport, and calls only these hooks, the same way in both engines:
+
+- training: ``initial_state``, ``configure`` (who trains what; a task may be *declined*),
+  ``client_update`` (on the device), ``aggregate`` (validate, then ``merge``);
+- the population: ``population`` (e.g. the centralized baseline pools every client's data);
+- the models a run ends with: ``model_for`` (the global model, or a client's own given its
+  private state) and ``export`` (that model cut to a budget, for deployment);
+- evaluation: ``evaluate_server`` (from the global state, on the server) and
+  ``evaluate_client`` (each client's own model, on the device); the runtime combines them
+  with :func:`combine_metrics`, once, for both engines;
+- reports: ``trainable_parameters``; optional diagnostics: ``expert_breakdown``.
+
+Payloads are what would cross the network: the ledger counts their bytes. Every default here
+is sample-weighted federated averaging of the workbench's trainable state.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
+from edgefm import EdgefmError
 from edgefm.config import AlgorithmConfig, RunConfig
 from edgefm.data.encode import Encoded
 from edgefm.edge.devices import DeviceProfile
 from edgefm.fl.aggregate import validate_update
+from edgefm.models.workbench import accuracy
 
 Tensors = dict[str, torch.Tensor]
 log = logging.getLogger("edgefm.fl")
@@ -31,6 +46,9 @@ class ClientData:
     train: Encoded
     test: Encoded  # local test split, same label mix as train
     raw_bytes: int = 0  # UTF-8 size of the raw training text (what pooling it would ship)
+    # rows of the run's training pool that ``train`` and ``test`` hold, in their order
+    train_index: np.ndarray | None = None
+    test_index: np.ndarray | None = None
 
 
 @dataclass
@@ -38,9 +56,10 @@ class ClientTask:
     client_id: int
     round: int
     payload: Tensors  # what the server sends down (counted in the ledger)
-    # hyper-parameters; small, not counted. config["declined"] = reason: the device cannot take
-    # this task, so the engine does not contact it and records it as dropped with that reason.
-    config: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # the method's hyper-parameters; small, not counted
+    # Non-empty: the device cannot take this task, and why. The engine does not contact it and
+    # records it as dropped with this reason.
+    declined: str = ""
 
 
 @dataclass
@@ -62,23 +81,49 @@ class AggregateResult:
     rejected: dict[int, str] = field(default_factory=dict)  # client id -> reason
 
 
+@dataclass
+class ClientEval:
+    """One client's evaluation of the model it ends the round with."""
+
+    local: dict[str, float] = field(default_factory=dict)  # on its local test split
+    # its own model on the global test set (methods without one global model, e.g. local-only)
+    global_: dict[str, float] = field(default_factory=dict)
+
+
+def combine_metrics(server: dict[str, float], clients: list[ClientEval]) -> dict[str, float]:
+    """A round's metrics: the server's, plus for every client-local metric ``k`` its mean and
+    worst over the clients that report it (``client_k_mean``, ``client_k_min``), plus the mean
+    over clients of each global-test metric the server did not compute itself."""
+    out = {k: v for k, v in server.items() if math.isfinite(v)}
+    for part, summarize in (("local", True), ("global_", False)):
+        keys = sorted({k for c in clients for k in getattr(c, part)})
+        for key in keys:
+            values = [getattr(c, part)[key] for c in clients if math.isfinite(getattr(c, part).get(key, math.nan))]
+            if not values:
+                continue
+            if summarize:
+                out[f"client_{key}_mean"] = float(np.mean(values))
+                out[f"client_{key}_min"] = float(np.min(values))
+            elif key not in out:
+                out[key] = float(np.mean(values))
+    return out
+
+
 def seed_for(*parts: int) -> int:
     """A 63-bit seed derived from integers (run seed, round, client): no global RNG state."""
     return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class Strategy(ABC):
-    """Base class; the default steps implement sample-weighted federated averaging."""
+    """Base class; the default hooks implement sample-weighted federated averaging."""
 
     Config: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
-    personalized: ClassVar[bool] = False  # clients keep private models (evaluate per client)
-    pooled: ClassVar[bool] = False  # all data pooled on one datacenter device (centralized)
-    flower_ready: ClassVar[bool] = True  # its per-client evaluation works on Flower nodes
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.algo = cfg.algorithm
 
+    # -- training -------------------------------------------------------------------------
     @abstractmethod
     def initial_state(self, workbench) -> Tensors:
         """The global state before round 1."""
@@ -92,50 +137,23 @@ class Strategy(ABC):
         """Local training on one device; returns the payload it would send."""
 
     @abstractmethod
-    def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate]) -> Tensors:
-        """Combine validated updates into the next global state (a pure function)."""
-
-    @abstractmethod
-    def evaluate(
-        self, state: Tensors, workbench, test: Encoded, clients: list[ClientData], private: dict[int, Tensors]
-    ) -> dict[str, float]:
-        """Global (and, for personalized methods, per-client) metrics."""
-
-    # Set when the global accuracy is that of the global state alone (computed on the server);
-    # otherwise it is the mean over clients of their own models (computed on the nodes).
-    global_from_state: ClassVar[bool] = True
-
-    def load_state(self, workbench, state: Tensors) -> None:
-        """Put a (global or client) state into the workbench, e.g. to evaluate it on a Flower node."""
-        workbench.set_state(state)
-
-    def global_accuracy(self, state: Tensors, workbench, test: Encoded) -> float:
-        """The global model's accuracy on ``test`` (the server side of ``evaluate`` on Flower)."""
-        self.load_state(workbench, state)
-        return workbench.accuracy(test)
-
-    def client_accuracy(self, state: Tensors, workbench, data: ClientData, private: Tensors | None) -> float:
-        """One client's accuracy on its local test split, with its own model for personalized
-        methods (the node side of ``evaluate`` on Flower)."""
-        self.load_state(workbench, private if self.personalized and private is not None else state)
-        return workbench.accuracy(data.test)
-
-    def trainable_parameters(self, workbench) -> int:
-        """Parameters this method trains on a device (for reports)."""
-        return workbench.parameter_counts()["trainable"]
+    def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]) -> Tensors:
+        """Combine validated updates (and the tasks that asked for them) into the next global state."""
 
     def expected_update(self, state: Tensors, task: ClientTask) -> Tensors:
         """The keys and shapes a valid upload must have (default: those of the global state)."""
         return state
 
     def aggregate(
-        self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask] | None = None
+        self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]
     ) -> AggregateResult:
         """Validate every update (keys, shapes, finite values), reject and log bad ones, merge the rest."""
         good, rejected = [], {}
         for u in updates:
-            ref = self.expected_update(state, tasks[u.client_id]) if tasks else state
-            reason = validate_update(u.payload, ref)
+            task = tasks.get(u.client_id)
+            reason = "no task was sent to this client" if task is None else None
+            if reason is None:
+                reason = validate_update(u.payload, self.expected_update(state, task))
             if reason is None and u.num_examples <= 0:
                 reason = f"num_examples={u.num_examples}; expected a positive count"
             if reason is not None:
@@ -145,11 +163,73 @@ class Strategy(ABC):
                 good.append(u)
         if not good:
             return AggregateResult(state, rejected)
-        return AggregateResult(self.merge(rnd, state, good), rejected)
+        return AggregateResult(self.merge(rnd, state, good, tasks), rejected)
 
-    # Per-client derived randomness, identical in every engine and after a resume.
+    # -- the population -----------------------------------------------------------------
+    def population(
+        self, clients: list[ClientData], devices: list[DeviceProfile]
+    ) -> tuple[list[ClientData], list[DeviceProfile]]:
+        """The clients and devices that take part (default: every client on its own device)."""
+        return clients, devices
+
+    # -- the models a run ends with -------------------------------------------------------
+    def load_state(self, workbench, state: Tensors) -> None:
+        """Put a global state into the workbench."""
+        workbench.set_state(state)
+
+    def model_for(self, workbench, state: Tensors, private: Tensors | None = None) -> nn.Module:
+        """The model a client ends with, given its private state, or (``private=None``) the global
+        model: a module mapping (input_ids, attention_mask) to class scores. It may be the
+        workbench's own model, valid until the workbench is next changed."""
+        self.load_state(workbench, state)
+        return workbench.model
+
+    def export(
+        self, workbench, state: Tensors, private: Tensors | None, budget: str, reorder: bool = False
+    ) -> tuple[nn.Module, dict]:
+        """The model to deploy for ``budget`` (a device tier, or ``full``) and facts about it
+        (e.g. its widths); ``reorder``: put the most salient weights first before cutting. By
+        default a method trains one size of model and has no salience order."""
+        if budget != "full":
+            raise EdgefmError(
+                f"--budget {budget!r}: algorithm {self.algo.name!r} trains one size of model; expected full"
+            )
+        if reorder:
+            raise EdgefmError(f"--spp: algorithm {self.algo.name!r} has no salience order to cut by")
+        return self.model_for(workbench, state, private), {}
+
+    # -- evaluation -----------------------------------------------------------------------
+    def evaluate_server(self, state: Tensors, workbench, test: Encoded) -> dict[str, float]:
+        """Metrics the server computes from the global state: the global model on the test set."""
+        return {"accuracy": accuracy(self.model_for(workbench, state), test, workbench.device)}
+
+    def evaluate_client(
+        self, state: Tensors, workbench, data: ClientData, private: Tensors | None, test: Encoded
+    ) -> ClientEval:
+        """One client's own model on its local test split (runs where the client's data is)."""
+        if len(data.test) == 0:
+            return ClientEval()
+        return ClientEval({"acc": accuracy(self.model_for(workbench, state, private), data.test, workbench.device)})
+
+    # -- reports --------------------------------------------------------------------------
+    def trainable_parameters(self, workbench) -> int:
+        """Parameters this method trains on a device (for reports)."""
+        return workbench.parameter_counts()["trainable"]
+
+    def expert_breakdown(
+        self, state: Tensors, workbench, clients: list[ClientData], private: dict[int, Tensors]
+    ) -> dict[str, Any]:
+        """Per client, a mixture of experts against its own experts (``edgefm experts``)."""
+        raise EdgefmError(f"algorithm {self.algo.name!r} has no mixture of experts to break down")
+
+    # -- per-client derived randomness, identical in every engine and after a resume -------
     def client_seed(self, rnd: int, client_id: int) -> int:
         return seed_for(self.cfg.seed, 1000 + rnd, client_id)
 
     def client_generator(self, rnd: int, client_id: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.client_seed(rnd, client_id))
+
+
+def build_strategy(cfg: RunConfig) -> Strategy:
+    """The Strategy that ``cfg.algorithm`` names (its config class says which)."""
+    return type(cfg.algorithm).strategy_class()(cfg)

@@ -208,11 +208,22 @@ def reorder(
 class ElasticSelfAttention(BertSelfAttention):
     """BERT self-attention whose query/key heads are narrower than its value heads.
 
+    Built around an existing attention module's (already sliced) projections, which it shares.
     The softmax scale stays that of the full head, so a subnetwork's scores approximate the full
     model's (the dropped coordinates are the least salient terms of q.k).
     """
 
-    qk_head_size: int
+    def __init__(self, original: BertSelfAttention, qk_head_size: int):
+        nn.Module.__init__(self)  # the projections come from ``original``: build none of our own
+        self.config = original.config
+        self.num_attention_heads = original.num_attention_heads
+        self.attention_head_size = original.attention_head_size
+        self.all_head_size = original.all_head_size
+        self.scaling = original.scaling
+        self.query, self.key, self.value, self.dropout = original.query, original.key, original.value, original.dropout
+        self.is_decoder, self.is_causal, self.layer_idx = original.is_decoder, original.is_causal, original.layer_idx
+        self.qk_head_size = qk_head_size
+        self.train(original.training)
 
     def forward(self, hidden_states, attention_mask=None, past_key_values=None, **kwargs):
         shape = hidden_states.shape[:-1]
@@ -250,13 +261,13 @@ def extract(model: nn.Module, spec: Spec, arch: Arch | None = None) -> nn.Module
         owner_name, attr = name.rsplit(".", 1)
         owner = sub.get_submodule(owner_name)
         data = p.detach().index_select(r[2], kept(r[1], r[0], spec, arch)).clone()
-        owner._parameters[attr] = nn.Parameter(data, requires_grad=p.requires_grad)
+        setattr(owner, attr, nn.Parameter(data, requires_grad=p.requires_grad))
         if isinstance(owner, nn.Linear) and data.dim() == 2:
             owner.out_features, owner.in_features = data.shape
-    for module in sub.modules():
-        if isinstance(module, BertSelfAttention) and module.layer_idx is not None:
-            module.__class__ = ElasticSelfAttention
-            module.qk_head_size = spec.qk[module.layer_idx]
+    attention = [(n, m) for n, m in sub.named_modules() if isinstance(m, BertSelfAttention) and m.layer_idx is not None]
+    for name, module in attention:
+        parent, _, child = name.rpartition(".")
+        setattr(sub.get_submodule(parent), child, ElasticSelfAttention(module, spec.qk[module.layer_idx]))
     return sub
 
 

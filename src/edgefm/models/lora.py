@@ -78,13 +78,19 @@ def set_trainable_state(model: nn.Module, state: Tensors) -> None:
 _BLOCK = re.compile(r"\.layer\.(\d+)\.")
 
 
+def block_of(name: str) -> int | None:
+    """The index of the transformer block a parameter or module name sits in (None: outside)."""
+    m = _BLOCK.search(name)
+    return int(m.group(1)) if m else None
+
+
 def lora_layers(model: nn.Module) -> list[tuple[int, BaseTunerLayer]]:
     """Every LoRA-carrying layer with the index of the transformer block it sits in."""
     out = []
     for name, module in model.named_modules():
         if isinstance(module, BaseTunerLayer):
-            m = _BLOCK.search(name)
-            out.append((int(m.group(1)) if m else -1, module))
+            k = block_of(name)
+            out.append((-1 if k is None else k, module))
     return out
 
 
@@ -123,7 +129,7 @@ def get_adapter_state(model: nn.Module, name: str, blocks: set[int] | None = Non
     the tensors of ``blocks``."""
     state = get_peft_model_state_dict(model, adapter_name=name)
     if blocks is not None:
-        state = {k: v for k, v in state.items() if (m := _BLOCK.search(k)) and int(m.group(1)) in blocks}
+        state = {k: v for k, v in state.items() if block_of(k) in blocks}
     return {k: v.detach().clone() for k, v in state.items()}
 
 

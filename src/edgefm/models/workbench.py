@@ -70,45 +70,51 @@ class Workbench:
         return {"total": total, "trainable": trainable}
 
     # -- FLOPs ------------------------------------------------------------------------
-    def flop_model(self, train: bool, key: str = "default") -> FlopModel:
-        """Cached per ``key`` (a method changes the key when it changes what is trainable)."""
+    def flop_model(self, train: bool, key: str = "default", step: Callable | None = None) -> FlopModel:
+        """Cached per ``key``: a method changes the key when it changes what is trainable, and
+        passes its own training ``step(input_ids, attention_mask)`` when that is not one
+        forward and backward pass of the model (e.g. a mixture of experts)."""
         k = f"{key}:{'train' if train else 'eval'}"
         if k not in self._flops:
-            self._flops[k] = FlopModel(self.model, train=train)
+            self._flops[k] = FlopModel(self.model, train=train, step=step)
         return self._flops[k]
 
     # -- training ---------------------------------------------------------------------
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """The default objective: cross-entropy of the model's logits."""
+        return nn.functional.cross_entropy(self.model(batch.input_ids, batch.attention_mask), batch.labels)
+
     def fit(
         self,
         data: Encoded,
         train: TrainConfig,
         generator: torch.Generator,
         seed: int,
-        prox_mu: float = 0.0,
         flop_key: str = "default",
         step_loss: Callable[[Batch], torch.Tensor] | None = None,
+        penalty: Callable[[], torch.Tensor] | None = None,
         groups: list[dict] | None = None,
         flops_model: FlopModel | None = None,
     ) -> FitResult:
-        """Local epochs of AdamW on ``data``; FedProx's proximal term when ``prox_mu > 0``.
+        """Local epochs of AdamW on ``data``.
 
         ``seed`` seeds dropout inside a forked RNG, so a client's update depends only on its
         own seed and never leaks into (or reads) global random state. Methods with their own
-        objective pass ``step_loss`` (batch -> loss), their optimizer ``groups`` and the
-        ``flops_model`` of that step; by default: cross-entropy of the model, LoRA/body at
+        objective pass ``step_loss`` (batch -> loss), a ``penalty`` added to every step's loss
+        but not to the reported training loss (FedProx's proximal term), their optimizer
+        ``groups`` and the ``flops_model`` of that step; by default: :meth:`loss`, LoRA/body at
         ``train.lr`` and the head at ``train.head_lr``.
         """
         if len(data) == 0:
             return FitResult(0, 0, 0.0, float("nan"))
-        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         if groups is None:
+            params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
             head = [p for n, p in params if n.startswith("head.")]
             body = [p for n, p in params if not n.startswith("head.")]
             groups = [{"params": body, "lr": train.lr}, {"params": head, "lr": train.head_lr}]
         opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=train.weight_decay)
-        anchor = [p.detach().clone() for _, p in params] if prox_mu > 0 else None
         flops_model = flops_model or self.flop_model(train=True, key=flop_key)
-        loss_fn = nn.CrossEntropyLoss()
+        step_loss = step_loss or self.loss
         steps, seen, flops, loss_sum = 0, 0, 0.0, 0.0
         self.model.train()
         with torch.random.fork_rng(devices=[]):
@@ -118,14 +124,8 @@ class Workbench:
                     if train.max_steps is not None and steps >= train.max_steps:
                         break
                     batch = batch.to(self.device)
-                    if step_loss is not None:
-                        loss = step_loss(batch)
-                    else:
-                        loss = loss_fn(self.model(batch.input_ids, batch.attention_mask), batch.labels)
-                    total = loss
-                    if anchor is not None:
-                        prox = sum((p - a).pow(2).sum() for (_, p), a in zip(params, anchor, strict=True))
-                        total = total + 0.5 * prox_mu * prox
+                    loss = step_loss(batch)
+                    total = loss if penalty is None else loss + penalty()
                     opt.zero_grad(set_to_none=True)
                     total.backward()
                     opt.step()
@@ -137,25 +137,38 @@ class Workbench:
         self.model.zero_grad(set_to_none=True)
         return FitResult(steps, seen, flops, loss_sum / max(seen, 1))
 
-    @torch.no_grad()
+    # -- evaluation -------------------------------------------------------------------
     def predict(self, data: Encoded, batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-        """(predicted labels, true labels), in ``data``'s order."""
-        self.model.eval()
-        order, preds = [], []
-        idx = np.argsort(data.lengths, kind="stable")  # length order: least padding
-        for start in range(0, len(data), batch_size):
-            chunk = idx[start : start + batch_size]
-            batch = data.collate(chunk).to(self.device)
-            preds.append(self.model(batch.input_ids, batch.attention_mask).argmax(-1).cpu())
-            order.append(torch.as_tensor(chunk))
-        if not preds:
-            return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
-        out = torch.empty(len(data), dtype=torch.long)
-        out[torch.cat(order)] = torch.cat(preds)
-        return out, torch.as_tensor(data.labels)
+        return predict(self.model, data, self.device, batch_size)
 
     def accuracy(self, data: Encoded) -> float:
-        if len(data) == 0:
-            return math.nan
-        pred, true = self.predict(data)
-        return float((pred == true).float().mean())
+        return accuracy(self.model, data, self.device)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, data: Encoded, device: torch.device, batch_size: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted labels, true labels) of any ``model(input_ids, attention_mask) -> scores``, in
+    ``data``'s order (batched in length order: least padding)."""
+    model.eval()
+    order, preds = [], []
+    idx = np.argsort(data.lengths, kind="stable")
+    for start in range(0, len(data), batch_size):
+        chunk = idx[start : start + batch_size]
+        batch = data.collate(chunk).to(device)
+        preds.append(model(batch.input_ids, batch.attention_mask).argmax(-1).cpu())
+        order.append(torch.as_tensor(chunk))
+    if not preds:
+        return torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+    out = torch.empty(len(data), dtype=torch.long)
+    out[torch.cat(order)] = torch.cat(preds)
+    return out, torch.as_tensor(data.labels)
+
+
+def accuracy(model: nn.Module, data: Encoded, device: torch.device) -> float:
+    """Share of ``data`` that ``model`` labels right (NaN for no data)."""
+    if len(data) == 0:
+        return math.nan
+    pred, true = predict(model, data, device)
+    return int((pred == true).sum()) / len(data)  # exact, not a float32 mean

@@ -31,7 +31,8 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
-    """k x k counts, rows = gold, columns = predicted; predictions outside 0..k-1 are dropped."""
+    """k x k counts, rows = gold, columns = predicted; a prediction outside 0..k-1 (a label the
+    suite does not have) falls in no column."""
     m = np.zeros((k, k), dtype=int)
     ok = (y_pred >= 0) & (y_pred < k)
     np.add.at(m, (y_true[ok], y_pred[ok]), 1)
@@ -39,11 +40,14 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> float:
-    """Mean F1 over the classes that occur in the gold labels or the predictions."""
+    """Mean F1 over the suite's classes that occur in the gold labels or the predictions. A
+    prediction of a label the suite does not have is a miss of its gold class (a false negative),
+    as scikit-learn's ``f1_score(..., labels=those classes, average="macro")`` counts it."""
     m = confusion(y_true, y_pred, k)
     tp = np.diag(m).astype(float)
-    fp, fn = m.sum(0) - tp, m.sum(1) - tp
-    present = (m.sum(0) + m.sum(1)) > 0
+    fp = m.sum(0) - tp
+    fn = np.bincount(y_true, minlength=k)[:k] - tp  # every gold example not labelled right
+    present = (m.sum(0) + np.bincount(y_true, minlength=k)[:k]) > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
     return float(f1[present].mean()) if present.any() else float("nan")
@@ -82,33 +86,26 @@ class ClassifierModel:
 
 
 def from_run(run_dir: Path) -> list[ClassifierModel]:
-    """The models an ``edgefm train`` run ended with: the global model, or one per client for
-    personalized methods (whose results are then averaged over clients)."""
-    from edgefm import registry
+    """The models an ``edgefm train`` run ended with, as its Strategy defines them: the global
+    model, or each client's own where the run keeps per-client state (results are then averaged
+    over clients)."""
     from edgefm.data.encode import encode
-    from edgefm.data.sources import load_data
-    from edgefm.fl import checkpoint
-    from edgefm.models.workbench import Workbench
+    from edgefm.fl.trained import open_run
+    from edgefm.models.workbench import predict
 
-    run_dir = Path(run_dir)
-    cfg = checkpoint.run_config(run_dir, "--run")
-    labels = load_data(cfg.data, cfg.seed).label_names
-    saved = checkpoint.load(run_dir, "--run")
-    wb = Workbench.from_config(cfg, len(labels))
-    if registry.get("algorithm", cfg.algorithm.name).personalized:
-        states = {f"client{k}": v for k, v in sorted(saved["private"].items())}
-    else:
-        states = {"global": saved["state"]}
+    run = open_run(Path(run_dir), "--run")
+    sc, labels = run.scenario, run.scenario.bundle.label_names
+    max_length = run.cfg.data.max_length
 
-    def make(state):
+    def make(private):
         def predict_fn(texts: list[str]) -> np.ndarray:
-            wb.set_state(state)
-            enc = encode(texts, [0] * len(texts), wb.tokenizer, cfg.data.max_length)
-            return wb.predict(enc)[0].numpy()
+            model = sc.strategy.model_for(sc.workbench, run.ckpt.state, private)
+            enc = encode(texts, [0] * len(texts), sc.workbench.tokenizer, max_length)
+            return predict(model, enc, sc.workbench.device)[0].numpy()
 
         return predict_fn
 
-    return [ClassifierModel(f"run:{run_dir.name}:{k}", labels, make(v)) for k, v in states.items()]
+    return [ClassifierModel(f"run:{run.run_dir.name}:{name}", labels, make(p)) for name, p in run.models()]
 
 
 def from_hf_folder(path: Path, max_length: int = 128) -> ClassifierModel:

@@ -1,0 +1,5 @@
+"""``python -m edgefm``: the command line."""
+
+from edgefm.cli import app
+
+app()

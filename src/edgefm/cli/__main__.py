@@ -1,0 +1,5 @@
+"""``python -m edgefm.cli``."""
+
+from edgefm.cli import app
+
+app()

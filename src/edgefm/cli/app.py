@@ -1,0 +1,60 @@
+"""The typer app every command hangs on, and what the commands share: one-line errors (exit
+code 2, no traceback, nothing written), override parsing and atomic JSON output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: weights ship in packages
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from edgefm import __version__  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Foundation models at the network edge.")
+console = Console()
+err_console = Console(stderr=True)
+SET_HELP = "Override a config value: --set key=value (dotted keys, repeatable), e.g. --set rounds=3."
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"edgefm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log rejected and dropped updates."),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def overrides(set_: list[str], extra: list[str] | None) -> list[str]:
+    """``--set a=1 b=2`` reaches us as one option value plus trailing arguments: take both."""
+    for item in extra or []:
+        if "=" not in item:
+            fail(f"unexpected argument {item!r}; expected key=value overrides (e.g. rounds=3)")
+    return [*set_, *(extra or [])]
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)  # never a half-written result

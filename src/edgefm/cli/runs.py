@@ -1,0 +1,95 @@
+"""Commands on a finished run folder, for every method alike (the Strategy decides what each
+means): ``export`` (the models a run ended with, cut to device budgets) and ``experts`` (a
+mixture of experts against its own experts, per client)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from edgefm import EdgefmError
+from edgefm.cli.app import app, console, fail, write_json
+
+
+def _mean(values: list[int]) -> str:
+    return f"{sum(values) / len(values):.0f}"
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run folder from edgefm train."),
+    budget: list[str] = typer.Option(
+        ["full"],
+        "--budget",
+        help="full (as trained) or a device tier such as low_end_phone (methods with elastic models); repeatable.",
+    ),
+    client: list[int] = typer.Option(
+        [], "--client", help="Only this client's own model (runs with per-client models); repeatable."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Also write the table as JSON here."),
+    spp: bool = typer.Option(
+        False, "--spp", help="Reorder by salience before cutting (a RaFFM model trained without SPP)."
+    ),
+) -> None:
+    """The models a run ended with, cut to device budgets without retraining: accuracy, size, FLOPs."""
+    from edgefm.fl import trained
+
+    try:
+        with console.status("loading the run"):
+            run = trained.open_run(run_dir)
+        with console.status("cutting and measuring the models"):
+            result = trained.export(run, budget, client or None, reorder=spp)
+    except EdgefmError as exc:
+        fail(str(exc))
+    table = Table(title=f"{run_dir.name} ({result['algorithm']}): exported models on {result['dataset']}")
+    columns = ["model", "budget", "parameters", "MB", "GFLOPs/example", "accuracy"]
+    widths = any("ffn_width" in r for r in result["models"])
+    if widths:
+        columns += ["FFN width", "Q/K width", "fits"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("model", "budget") else "right")
+    for r in result["models"]:
+        cells = [
+            r["model"],
+            r["budget"],
+            f"{r['params']:,}",
+            f"{r['size_mb']:.1f}",
+            f"{r['flops_per_example'] / 1e9:.3f}",
+            f"{r['accuracy']:.4f}",
+        ]
+        if widths:
+            cells += [_mean(r["ffn_width"]), _mean(r["qk_width"]), "yes" if r["fits"] else "no"]
+        table.add_row(*cells)
+    console.print(table)
+    if out is not None:
+        write_json(out, result)
+        console.print(f"table: {out}", highlight=False)
+
+
+@app.command()
+def experts(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run of a mixture-of-experts method (fedms)."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the breakdown as JSON here."),
+) -> None:
+    """Per client, a mixture against its own experts: global, local, the better of the two, the gate."""
+    from edgefm.fl import trained
+
+    try:
+        with console.status("evaluating the experts"):
+            result = trained.expert_breakdown(trained.open_run(run_dir))
+    except EdgefmError as exc:
+        fail(str(exc))
+    table = Table(title=f"{run_dir.name}: experts on each client's local test split (round {result['round']})")
+    cols = ("acc_global", "acc_local", "oracle", "acc_mixture", "gate_local")
+    for col in ("client", "examples", "global expert", "local expert", "better of two", "mixture", "gate w_local"):
+        table.add_column(col, justify="right")
+    for r in result["clients"]:
+        table.add_row(str(r["client"]), str(r["n_test"]), *(f"{r[c]:.3f}" for c in cols))
+    for label in ("mean", "worst"):
+        table.add_row(label, "", *(f"{result[label][c]:.3f}" for c in cols))
+    console.print(table)
+    if out is not None:
+        write_json(out, result)
+        console.print(f"breakdown: {out}", highlight=False)

@@ -1,0 +1,184 @@
+"""Training commands: ``demo``, ``train`` (in-process or on Flower, fresh or resumed) and ``report``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgefm import EdgefmError
+from edgefm.cli.app import SET_HELP, app, console, fail, overrides
+
+
+class RichProgress:
+    """Renders engine events as progress bars: rounds, and clients within the round."""
+
+    def __init__(self, progress: Progress):
+        self.p = progress
+        self.rounds_task: Any = None
+        self.clients_task: Any = None
+
+    def on_run_start(self, rounds: int, start_round: int) -> None:
+        self.rounds_task = self.p.add_task("rounds", total=rounds, completed=start_round - 1)
+        self.clients_task = self.p.add_task("clients", total=1, visible=False)
+
+    def on_round_start(self, rnd: int, clients: list[int]) -> None:
+        self.p.reset(self.clients_task, total=len(clients), visible=True, description=f"round {rnd} clients")
+
+    def on_client_end(self, rnd: int, client_id: int, row: dict) -> None:
+        self.p.advance(self.clients_task)
+
+    def on_round_end(self, summary: dict) -> None:
+        self.p.advance(self.rounds_task)
+        acc = summary.get("accuracy")
+        tail = f"acc {acc:.4f}" if acc is not None else "no eval"
+        self.p.console.print(
+            f"round {summary['round']:>3}: {tail}  up {summary['bytes_up'] / 1e6:.2f} MB  "
+            f"sim {summary['sim_round_s']:.1f} s  wall {summary['wall_s']:.1f} s",
+            highlight=False,
+        )
+
+
+def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: Path | None, name: str) -> Path:
+    from edgefm import config
+
+    if resume is None:  # a bad config fails before torch is even imported
+        cfg = config.load(cfg_path, overrides)
+    from edgefm.fl import checkpoint
+    from edgefm.fl.scenario import build
+
+    if resume is not None:
+        try:
+            cfg = checkpoint.run_config(resume, "--resume")
+        except EdgefmError as exc:
+            fail(str(exc))
+        if overrides:
+            fail("--set cannot be combined with --resume: a resumed run keeps its saved config")
+        run_dir = resume
+    else:
+        stem = cfg_path.stem if cfg_path else name
+        run_dir = out or Path("runs") / f"{stem}-{cfg.algorithm.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if checkpoint.exists(run_dir):
+            fail(f"--out {str(run_dir)!r} already holds a run; expected a new folder (or use --resume {run_dir})")
+    with console.status("loading data and model"):
+        scenario = build(cfg)  # every check that can fail happens before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        (run_dir / "config.yaml").write_text(config.dump(cfg))
+        for stale in ("metrics.jsonl", "clients.jsonl"):
+            (run_dir / stale).unlink(missing_ok=True)
+    from edgefm.fl.simulation import Engine
+    from edgefm.report.html import build_summary, read_run, write_report
+
+    counts = {
+        "total": scenario.workbench.parameter_counts()["total"],
+        "trainable": scenario.strategy.trainable_parameters(scenario.workbench),
+    }
+    console.print(
+        f"[bold]{cfg.algorithm.name}[/] on {scenario.bundle.name} with {cfg.model.name} "
+        f"({counts['trainable']:,} of {counts['total']:,} parameters trainable), {len(scenario.clients)} client(s), "
+        f"{cfg.rounds} rounds, seed {cfg.seed} -> {run_dir}",
+        highlight=False,
+    )
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        if cfg.engine == "flower":
+            try:
+                from edgefm.fl.flower import run_simulation
+            except ImportError:
+                fail("engine=flower needs Flower: pip install -c constraints.txt -e '.[flower]'")
+
+            run_simulation(cfg, run_dir, RichProgress(progress), resume=resume is not None, scenario=scenario)
+        else:
+            Engine(scenario, RichProgress(progress)).run(run_dir, resume=resume is not None)
+    run = read_run(run_dir)
+    extra = {
+        "parameters_total": counts["total"],
+        "parameters_trainable": counts["trainable"],
+        "trainable_percent": 100.0 * counts["trainable"] / counts["total"],
+        "devices": [d.to_dict() for d in scenario.devices],
+    }
+    summary = build_summary(run, extra)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    run["summary"] = summary
+    write_report([run_dir], run_dir / "report.html")
+    _print_summary(summary, run_dir)
+    return run_dir
+
+
+def _print_summary(s: dict, run_dir: Path) -> None:
+    table = Table(title=f"{s['name']}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("final global accuracy", s["final_accuracy"]),
+        ("mean client accuracy", s["client_acc_mean"]),
+        ("worst client accuracy", s["client_acc_min"]),
+        ("trainable parameters (%)", s.get("trainable_percent")),
+        ("upload MB per client per round", s["upload_mb_per_client_round"]),
+        ("total MB up / down", f"{s['bytes_up'] / 1e6:.2f} / {s['bytes_down'] / 1e6:.2f}"),
+        ("device GFLOPs per round", s["flops_per_round"] / 1e9),
+        ("simulated seconds per round", s["sim_seconds_per_round"]),
+        ("energy (J)", s["joules"]),
+        ("wall seconds", s["wall_seconds"]),
+    ]
+    for label, value in rows:
+        table.add_row(label, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    console.print(f"report: {run_dir / 'report.html'}", highlight=False)
+
+
+@app.command()
+def demo(
+    extra: list[str] | None = typer.Argument(None, metavar="[KEY=VALUE]...", help="More overrides."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/demo-...)."),
+) -> None:
+    """Federated LoRA fine-tuning of MiniLM on SST-2 over 10 heterogeneous devices (configs/demo.yaml)."""
+    try:
+        _run(None, overrides(set_, extra), out, None, "demo")
+    except EdgefmError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def train(
+    config_file: str | None = typer.Argument(None, metavar="CONFIG", help="YAML config (defaults if omitted)."),
+    extra: list[str] | None = typer.Argument(None, metavar="[KEY=VALUE]...", help="More overrides."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/<config>-<algorithm>-...)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Finish an interrupted run from its folder."),
+    engine: str | None = typer.Option(None, "--engine", help="inprocess (default) or flower (Flower simulation)."),
+) -> None:
+    """Train with a config: federated, local-only or centralized, as the config says."""
+    extra = list(extra or [])
+    if engine is not None:
+        extra.append(f"engine={engine}")
+    if config_file is not None and "=" in config_file and not Path(config_file).exists():
+        extra.insert(0, config_file)  # `train --set a=1 b=2` with no config: b=2 landed here
+        config_file = None
+    try:
+        _run(Path(config_file) if config_file else None, overrides(set_, extra), out, resume, "train")
+    except EdgefmError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="One run, or several to compare."),
+    out: Path | None = typer.Option(None, "--out", help="HTML file (default: RUN_DIR/report.html or compare.html)."),
+) -> None:
+    """Write one self-contained HTML page for a run, or comparing several."""
+    from edgefm.report.html import write_report
+
+    try:
+        target = out or (run_dirs[0] / "report.html" if len(run_dirs) == 1 else Path("compare.html"))
+        path = write_report(run_dirs, target)
+    except EdgefmError as exc:
+        fail(str(exc))
+    console.print(f"report: {path}", highlight=False)
