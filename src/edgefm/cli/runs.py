@@ -12,9 +12,18 @@ from rich.table import Table
 from edgefm import EdgefmError
 from edgefm.cli.app import app, console, fail, write_json
 
+STANDARD = ("model", "budget", "params", "size_mb", "flops_per_example", "accuracy")
 
-def _mean(values: list[int]) -> str:
-    return f"{sum(values) / len(values):.0f}"
+
+def _cell(value) -> str | None:
+    """A method's own fact about an exported model, as a table cell (None: JSON only)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return f"{value:g}"
+    if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
+        return f"{sum(value) / len(value):g}"  # e.g. per-layer widths: their mean
+    return None
 
 
 @app.command()
@@ -43,24 +52,15 @@ def export(
             result = trained.export(run, budget, client or None, reorder=spp)
     except EdgefmError as exc:
         fail(str(exc))
+    rows = result["models"]
+    # whatever else the method says about its models (e.g. RaFFM's widths), where it fits a cell
+    extra = [k for k in rows[0] if k not in STANDARD and all(_cell(r.get(k)) is not None for r in rows)]
     table = Table(title=f"{run_dir.name} ({result['algorithm']}): exported models on {result['dataset']}")
-    columns = ["model", "budget", "parameters", "MB", "GFLOPs/example", "accuracy"]
-    widths = any("ffn_width" in r for r in result["models"])
-    if widths:
-        columns += ["FFN width", "Q/K width", "fits"]
-    for col in columns:
+    for col in ["model", "budget", "parameters", "MB", "GFLOPs/example", "accuracy", *extra]:
         table.add_column(col, justify="left" if col in ("model", "budget") else "right")
-    for r in result["models"]:
-        cells = [
-            r["model"],
-            r["budget"],
-            f"{r['params']:,}",
-            f"{r['size_mb']:.1f}",
-            f"{r['flops_per_example'] / 1e9:.3f}",
-            f"{r['accuracy']:.4f}",
-        ]
-        if widths:
-            cells += [_mean(r["ffn_width"]), _mean(r["qk_width"]), "yes" if r["fits"] else "no"]
+    for r in rows:
+        cells = [r["model"], r["budget"], f"{r['params']:,}", f"{r['size_mb']:.1f}"]
+        cells += [f"{r['flops_per_example'] / 1e9:.3f}", f"{r['accuracy']:.4f}", *(_cell(r[k]) for k in extra)]
         table.add_row(*cells)
     console.print(table)
     if out is not None:
