@@ -41,16 +41,17 @@ def test_coverage_mean_averages_only_over_covering_clients():
 
 
 def test_median_and_trimmed_mean():
-    ups = [{"w": t(v)} for v in (1.0, 2.0, 100.0, 3.0, -50.0)]
+    ups = [{"w": t(v)} for v in (1.0, 2.0, 100.0, 6.0, -50.0)]
     assert agg.median(ups)["w"].item() == 2.0
-    assert agg.trimmed_mean(ups, 0.2)["w"].item() == pytest.approx(2.0)  # drops -50 and 100
+    assert agg.trimmed_mean(ups, 0.2)["w"].item() == pytest.approx(3.0)  # drops -50 and 100: (1+2+6)/3
 
 
 def test_krum_picks_the_central_update():
-    ups = [{"w": t(0.0, 0.0)}, {"w": t(0.1, 0.0)}, {"w": t(0.0, 0.1)}, {"w": t(50.0, 50.0)}]
-    _, idx = agg.krum(ups, byzantine=1)
-    assert idx in (0, 1, 2)
-    assert idx == 0  # closest to both others
+    # n=5, f=1: each update is scored by its 2 nearest neighbours; (0, 0) scores 0.01 + 0.01,
+    # its two neighbours 0.01 + 0.02, the outliers far more
+    pts = [(50.0, 50.0), (0.1, 0.0), (0.0, 0.0), (0.0, 0.1), (-50.0, -50.0)]
+    out, idx = agg.krum([{"w": t(*p)} for p in pts], byzantine=1)
+    assert idx == 2 and torch.equal(out["w"], t(0.0, 0.0))
 
 
 def test_validate_update_reasons():

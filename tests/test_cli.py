@@ -142,7 +142,12 @@ def test_own_data_and_own_model_folder(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "summary.json").read_text())["final_accuracy"] is not None
+    summary = json.loads((out / "summary.json").read_text())
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["path"] == str(data) and saved["model"]["path"] == str(model_dir)
+    # the tiny BERT of the folder (+ a pooler and the head), not MiniLM's 22.7M parameters
+    assert sum(p.numel() for p in bb.encoder.parameters()) < summary["parameters_total"] < 1.1e6
+    assert summary["final_accuracy"] is not None
 
 
 @pytest.mark.slow

@@ -84,8 +84,14 @@ def test_encode_and_batches_are_deterministic():
     tok = AutoTokenizer.from_pretrained(str(minilm_path()))
     enc = encode(["a short one", "a much longer sentence than the first one is", "mid length text"], [0, 1, 0], tok, 8)
     assert max(enc.lengths) == 8  # truncated
-    b1 = [b.labels.tolist() for b in enc.batches(2, torch.Generator().manual_seed(0), shuffle=True)]
-    b2 = [b.labels.tolist() for b in enc.batches(2, torch.Generator().manual_seed(0), shuffle=True)]
-    assert b1 == b2
+    many = encode([f"sentence number {i}" for i in range(12)], list(range(12)), tok, 8)
+
+    def order(seed):
+        return [
+            x for b in many.batches(5, torch.Generator().manual_seed(seed), shuffle=True) for x in b.labels.tolist()
+        ]
+
+    assert order(0) == order(0) and sorted(order(0)) == list(range(12))  # each example once, same order
+    assert order(0) != order(1) and order(0) != list(range(12))
     batch = enc.collate([0, 1])
     assert batch.input_ids.shape == (2, 8) and batch.attention_mask[0].sum() < 8

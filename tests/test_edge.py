@@ -15,6 +15,8 @@ def test_population_mix_is_exact_and_seeded():
     for d in a:
         base = TIERS[d.tier]
         assert 0.8 * base.flops_per_s <= d.flops_per_s <= 1.2 * base.flops_per_s
+    assert len({d.flops_per_s for d in a}) == 10  # each device jittered on its own
+    assert sample_population(10, mix, 0.2, np.random.default_rng(1)) != a  # another seed, other devices
 
 
 def test_costs_known_answers():

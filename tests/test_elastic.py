@@ -177,8 +177,20 @@ def test_cost_counts_params_exactly_and_flops_closely():
 @given(f=st.lists(st.integers(1, 64), min_size=2, max_size=2), q=st.lists(st.integers(1, 8), min_size=2, max_size=2))
 def test_cost_is_monotone_in_every_width(f, q):
     arch = E.Arch(2, 32, 4, 8, 64, 100, 64)
-    small, full = E.cost(arch, E.Spec(tuple(f), tuple(q)), 32, 8), E.cost(arch, E.Spec.full(arch), 32, 8)
-    assert small.params <= full.params and small.flops_per_example <= full.flops_per_example
-    assert small.memory_bytes <= full.memory_bytes
+    base = E.cost(arch, E.Spec(tuple(f), tuple(q)), 32, 8)
+    for layer in range(2):  # one more FFN neuron, or one more Q/K coordinate, in any one layer
+        wider = []
+        if f[layer] < 64:
+            g = list(f)
+            g[layer] += 1
+            wider.append(E.Spec(tuple(g), tuple(q)))
+        if q[layer] < 8:
+            r = list(q)
+            r[layer] += 1
+            wider.append(E.Spec(tuple(f), tuple(r)))
+        for spec in wider:
+            c = E.cost(arch, spec, 32, 8)
+            assert c.params > base.params and c.flops_per_example > base.flops_per_example
+            assert c.memory_bytes >= base.memory_bytes
     with pytest.raises(ValueError):
         E.Spec((0, 1), (1, 1)).check(arch)

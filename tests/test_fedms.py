@@ -57,6 +57,7 @@ def test_stage1_payload_keys():
     tasks = sc.strategy.configure(1, state, sc.devices)
     update = sc.strategy.client_update(tasks[0], sc.workbench, sc.clients[0], None)
     assert update.payload and all(".layer.1." in k or k.startswith("head.") for k in update.payload)
+    assert any(".layer.1." in k and "lora_" in k for k in update.payload)  # the active block is sent
     assert not any("local" in k or "gate" in k for k in update.payload)
 
 
@@ -64,6 +65,7 @@ def test_stage2_uploads_only_the_gate_adapter_and_keeps_experts_private():
     sc, out = run("rounds=3", "algorithm.stage1_rounds=1")
     stage2 = [r for r in out["ledger"].clients if r["round"] >= 2]
     gate_bytes = sum(v.numel() * v.element_size() for k, v in out["state"].items() if k.startswith("gate_adapter."))
+    assert gate_bytes > 0
     assert all(r["bytes_up"] == gate_bytes for r in stage2)
     assert all(r["bytes_down"] > r["bytes_up"] for r in stage2)  # the frozen global expert comes down
     private = out["private"][0]
@@ -115,6 +117,16 @@ def test_deterministic_and_cli(tmp_path):
     assert d["mean"]["acc_mixture"] == pytest.approx(last["client_acc_mean"])
     for c in d["clients"]:
         assert c["oracle"] == max(c["acc_global"], c["acc_local"]) and 0 < c["gate_local"] < 1
+    # the global expert of the breakdown is the run's global model, judged on each client's split
+    from edgefm.fl import trained
+    from edgefm.models.workbench import accuracy
+
+    reopened = trained.open_run(tmp_path / "r")
+    sc = reopened.scenario
+    by_client = {c.client_id: c for c in sc.clients}
+    for c in d["clients"]:
+        model = sc.strategy.model_for(sc.workbench, reopened.ckpt.state)
+        assert c["acc_global"] == accuracy(model, by_client[c["client"]].test, sc.workbench.device)
 
 
 def test_breakdown_with_a_saturated_gate_is_the_chosen_expert():

@@ -220,10 +220,15 @@ def test_fedms_on_flower_matches_inprocess(tmp_path):
     from edgefm.fl.scenario import build
 
     cfg = config.load(None, [*TINY, "rounds=3", "algorithm.name=fedms", "algorithm.stage1_rounds=1"])
-    inproc = Engine(build(cfg)).run()
+    sc = build(cfg)
+    inproc = Engine(sc).run()
     out = flower.run_simulation(cfg, tmp_path)
     a, b = inproc["ledger"].rounds, out["ledger"].rounds
     for key in ("accuracy", "client_acc_mean", "client_acc_min"):
         assert [r[key] for r in a] == pytest.approx([r[key] for r in b], abs=1e-6), key
     assert [(r["bytes_up"], r["bytes_down"]) for r in a] == [(r["bytes_up"], r["bytes_down"]) for r in b]
-    assert a[-1]["client_acc_mean"] != a[0]["client_acc_mean"]  # stage 2 mixtures were evaluated
+    # the nodes evaluated the clients' mixtures: the figure equals the mixtures' mean accuracy
+    mixtures = sc.strategy.expert_breakdown(inproc["state"], sc.workbench, sc.clients, inproc["private"])
+    assert b[-1]["client_acc_mean"] == pytest.approx(mixtures["mean"]["acc_mixture"], abs=1e-9)
+    assert mixtures["mean"]["acc_mixture"] != mixtures["mean"]["acc_global"]  # which the check can tell apart
+    assert out["private_on_nodes"] == [0, 1, 2] and out["private"] == {}

@@ -34,9 +34,19 @@ def test_state_round_trip_changes_the_model():
     model = tiny_classifier()
     state = get_trainable_state(model)
     new = {k: torch.randn_like(v) for k, v in state.items()}
+    ids = torch.randint(1000, 2000, (2, 6))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        before = model(ids, mask)
     set_trainable_state(model, new)
     back = get_trainable_state(model)
     assert all(torch.equal(back[k], new[k]) for k in new)
+    params = dict(model.named_parameters())
+    lora = next(k for k in new if "lora_B" in k)
+    assert torch.equal(params[lora.replace(".weight", ".default.weight")], new[lora])  # in the model itself
+    assert torch.equal(params["head.weight"], new["head.weight"])
+    with torch.no_grad():
+        assert not torch.allclose(model(ids, mask), before)
 
 
 def test_bad_target_modules_are_named():

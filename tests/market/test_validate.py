@@ -72,7 +72,7 @@ def test_bad_field_is_a_one_line_error_naming_it(cls, make, path, value, named):
 def test_a_good_instance_round_trips(make):
     cls = lmaas.Instance if make is _lmaas else aeria.Instance
     d = make()
-    assert cls.from_dict(d).to_dict() == cls.from_dict(cls.from_dict(d).to_dict()).to_dict()
+    assert cls.from_dict(d).to_dict() == d  # no field dropped or changed
 
 
 @pytest.mark.parametrize("raw", [5, [], "x", None])

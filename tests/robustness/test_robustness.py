@@ -99,8 +99,9 @@ def test_embedding_synonyms_use_nearest_neighbours():
     rng = np.random.default_rng(0)
     assert pt.synonym("Good car", rng, table, rate=1.0) == "Great bad"  # every word swapped, case kept
     assert pt.synonym("Good car", rng, table, rate=0.0) == "Good car"
-    out = pt.perturb_texts([("good car",)] * 20, "synonym", seed=0, table=table)
-    assert {o[0] for o in out} <= {"good car", "great car", "good bad", "great bad"} and len({o[0] for o in out}) > 1
+    out = pt.perturb_texts([("good car",)] * 500, "synonym", seed=0, table=table)
+    swapped = sum(a != b for o in out for a, b in zip(o[0].split(), ("good", "car"), strict=True))
+    assert swapped / 1000 == pytest.approx(0.2, abs=0.05)  # the default rate: 1 word in 5
 
 
 class Fixed:
@@ -180,7 +181,10 @@ def test_cli_on_a_tiny_run(tmp_path):
         "advglue-rte+typo",
     ]
     assert "skipped" in data["results"][4]
-    assert data["results"][0]["n"] == 40 and "attack_success_rate" in data["results"][0]
+    r0, typo = data["results"][0], data["results"][1]
+    assert r0["n"] == 40 and r0["attack_success_rate"] == pytest.approx(100 * (1 - r0["accuracy"]))
+    assert typo["clean_accuracy"] == r0["accuracy"]
+    assert typo["drop_from_clean"] == pytest.approx(100 * (r0["accuracy"] - typo["accuracy"]))
     assert data["chatgpt_reference"]["advglue-sst2"]["attack_success_rate"] == 39.9
     assert "Robustness" in (run / "report.html").read_text()
     bad = runner.invoke(app, ["robust", "--run", str(run), "--suite", "imdb"])
