@@ -58,15 +58,12 @@ def seeds_run(raw: list[dict]) -> str:
 def trainable_percent(overrides: list[str]) -> float:
     """Trained parameters as a share of the whole model, from the method itself."""
     from edgefm import config
-    from edgefm.fl.strategy import build_strategy
-    from edgefm.models.workbench import Workbench
+    from edgefm.fl.scenario import build
 
-    cfg = config.load(None, overrides)
-    wb = Workbench.from_config(cfg, 4 if cfg.data.name == "agnews" else 2)
-    strategy = build_strategy(cfg)
-    strategy.initial_state(wb)
-    n = strategy.trainable_parameters(wb)
-    return 100.0 * n / sum(p.numel() for p in wb.model.parameters())
+    sc = build(config.load(None, overrides))
+    sc.strategy.initial_state(sc.workbench)
+    n = sc.strategy.trainable_parameters(sc.workbench)
+    return 100.0 * n / sum(p.numel() for p in sc.workbench.model.parameters())
 
 
 def main() -> None:

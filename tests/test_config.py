@@ -42,7 +42,15 @@ def test_dump_round_trips(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
-        (["roundz=3"], "roundz: unknown key; expected one of seed, rounds"),
+        (["roundz=3"], "roundz: unknown key; expected one of seed, task, rounds"),
+        (["task=vision"], "task: 'vision' is not allowed; expected one of 'classify' | 'lm'"),
+        (["task=lm"], "model.name: 'minilm' is not a causal-LM family"),
+        (["task=lm", "model.name=llama", "algorithm.name=raffm"], "task: algorithm 'raffm' does not train 'lm'"),
+        (["data.tokenizer=bpe:99"], "data.tokenizer: 'bpe:99' cannot be built"),
+        (["data.public_fraction=1.0"], "data.public_fraction: 1.0 is out of range"),
+        (["edge.memory_scale=0"], "edge.memory_scale: 0.0 is out of range"),
+        (["model.sizes=[xl]"], "model.sizes[0]: 'xl' is not allowed"),
+        (["train.lr=.nan"], "train.lr: nan is not a number"),
         (["train.lrr=1"], "train.lrr: unknown key"),
         (["rounds=three"], "rounds: 'three' has the wrong type; expected an integer"),
         (["rounds=0"], "rounds: 0 is out of range"),

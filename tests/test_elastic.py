@@ -17,7 +17,7 @@ def model(lora: bool = False, seed: int = 0):
     torch.manual_seed(seed)
     m = TextClassifier(b.encoder, 32, 3)
     if lora:
-        m = add_lora(m, LoraConfig(r=4, alpha=8, target_modules=("query", "value", "dense")))
+        m = add_lora(m, LoraConfig(r=4, alpha=8, target_modules=("query", "value", "dense")), ())
         with torch.no_grad():  # peft starts B at zero; make the adapters matter
             for n, p in m.named_parameters():
                 if "lora_B" in n:

@@ -6,7 +6,6 @@ from edgefm.config import LoraConfig
 from edgefm.models.backbones import TextClassifier, tiny_bert
 from edgefm.models.flops import FlopModel, count_flops
 from edgefm.models.lora import add_lora, get_trainable_state, set_trainable_state
-from edgefm.models.workbench import Workbench
 
 
 def tiny_classifier(lora=True):
@@ -15,7 +14,7 @@ def tiny_classifier(lora=True):
         torch.manual_seed(0)
         model = TextClassifier(bb.encoder, bb.hidden_size, 3)
         if lora:
-            model = add_lora(model, LoraConfig(r=4, alpha=8))
+            model = add_lora(model, LoraConfig(r=4, alpha=8), ("query", "value"))
     return model
 
 
@@ -52,7 +51,9 @@ def test_state_round_trip_changes_the_model():
 def test_bad_target_modules_are_named():
     bb = tiny_bert(seed=0)
     with pytest.raises(EdgefmError, match="not found in the model"):
-        add_lora(TextClassifier(bb.encoder, bb.hidden_size, 2), LoraConfig(target_modules=("q_proj",)))
+        add_lora(
+            TextClassifier(bb.encoder, bb.hidden_size, 2), LoraConfig(target_modules=("q_proj",)), ("query", "value")
+        )
 
 
 def test_flop_model_is_exact_at_unseen_lengths():
@@ -92,9 +93,8 @@ def test_frozen_backbone_is_not_changed_by_training(tiny_scenario_factory):
     assert all(torch.equal(p, frozen[n]) for n, p in wb.model.named_parameters() if n in frozen)
 
 
-def test_workbench_full_finetune_sends_everything():
-    cfg = config.load(None, ["model.name=tiny_bert", "model.finetune=full"])
-    wb = Workbench.from_config(cfg, 2)
+def test_workbench_full_finetune_sends_everything(tiny_scenario_factory):
+    wb = tiny_scenario_factory("model.finetune=full").workbench
     counts = wb.parameter_counts()
     assert counts["trainable"] == counts["total"]
     assert sum(v.numel() for v in wb.get_state().values()) == counts["total"]

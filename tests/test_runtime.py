@@ -67,6 +67,7 @@ class Poisoned(FedAvg):
 def test_engine_logs_rejected_and_dropped_clients(tiny_scenario_factory, caplog):
     sc = tiny_scenario_factory("rounds=1")
     sc.strategy = Poisoned(sc.cfg)
+    sc.strategy.population(sc.clients, sc.devices, sc.workbench)
     out = Engine(sc).run()
     status = {r["client"]: r["status"] for r in out["ledger"].clients}
     assert status == {0: "ok", 1: "rejected", 2: "dropped", 3: "ok"}
@@ -169,7 +170,7 @@ def test_round_metrics_combine_server_and_client_figures():
         ClientEval({"acc": float("nan")}),
     ]
     assert combine_metrics({}, clients) == pytest.approx(
-        {"client_acc_mean": 0.7, "client_acc_min": 0.5, "accuracy": 0.3}
+        {"client_acc_mean": 0.7, "client_acc_min": 0.5, "client_acc_max": 0.9, "accuracy": 0.3}
     )
     # the server's own global figure wins over the clients' mean of theirs
     assert combine_metrics({"accuracy": 0.8}, clients)["accuracy"] == 0.8

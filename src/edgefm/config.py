@@ -11,6 +11,7 @@ exists only for FedProx.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -19,6 +20,7 @@ import yaml
 
 from edgefm import EdgefmError, registry
 from edgefm.edge.devices import TIERS
+from edgefm.models.families import FAMILIES
 from edgefm.typed import ConfigError, build, check_range, join
 
 __all__ = ["ConfigError", "build", "check_range", "load", "loads", "dump", "RunConfig", "AlgorithmConfig"]
@@ -26,20 +28,32 @@ __all__ = ["ConfigError", "build", "check_range", "load", "loads", "dump", "RunC
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str | None = "sst2"  # a named dataset (sst2, agnews, flipkart, ddxplus, bbcnews) or None
+    name: str | None = "sst2"  # a named dataset (task lm: a corpus, or several joined by +) or None
     path: str | None = None  # a local TSV/CSV/JSON/JSONL/parquet file instead of a named dataset
     test_path: str | None = None  # its test file; without it test_fraction of `path` is held out
     text_column: str = "text"
     label_column: str = "label"
     max_train: int | None = 3000  # seeded subsample of the training pool (None: all of it)
     max_test: int | None = None
-    max_length: int = 64  # tokens per example after truncation
+    max_length: int = 64  # tokens per example after truncation (classification)
     test_fraction: float = 0.2
+    # language modelling (task: lm)
+    domain_column: str | None = None  # a local file's column naming each document's domain
+    block_length: int = 64  # tokens per packed training block
+    tokenizer: str = "model"  # model (MiniLM's WordPiece) or bpe:N (trained on the run's text)
+    public_fraction: float = 0.0  # share of the training pool held by the server, disjoint from devices
 
     def __post_init__(self) -> None:
         if self.name is None and self.path is None:
             raise ConfigError("data: set data.name (a named dataset) or data.path (a local file)")
         check_range("data.max_length", self.max_length, lo=4)
+        check_range("data.block_length", self.block_length, lo=2)
+        check_range("data.public_fraction", self.public_fraction, lo=0.0, hi=1.0, open_hi=True)
+        m = re.fullmatch(r"bpe:(\d+)", self.tokenizer)
+        if self.tokenizer != "model" and (m is None or not 300 <= int(m.group(1)) <= 200_000):
+            raise ConfigError(
+                f"data.tokenizer: {self.tokenizer!r} cannot be built; expected model or bpe:N with 300 <= N <= 200000"
+            )
         check_range("data.test_fraction", self.test_fraction, lo=0.0, hi=1.0, open_lo=True, open_hi=True)
         for key in ("max_train", "max_test"):
             value = getattr(self, key)
@@ -68,25 +82,32 @@ class LoraConfig:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("query", "value")
+    target_modules: tuple[str, ...] | None = None  # None: the model's own (BERT: query, value; LMs: q/v projections)
+    target_parameters: tuple[str, ...] | None = None  # None: the model's own (a MoE: its fused experts)
 
     def __post_init__(self) -> None:
         check_range("model.lora.r", self.r, lo=1)
         check_range("model.lora.dropout", self.dropout, lo=0.0, hi=1.0, open_hi=True)
-        if not self.target_modules:
+        if self.target_modules is not None and not self.target_modules:
             raise ConfigError("model.lora.target_modules: empty; expected module names such as [query, value]")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "minilm"  # minilm | tiny_bert | path
+    name: str = "minilm"  # classify: minilm | tiny_bert | path; lm: a causal-LM family or path
     path: str | None = None  # a local transformers checkpoint folder, with name=path
     finetune: Literal["lora", "full"] = "lora"
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # language modelling: the sizes a device may train (it picks the largest that fits its
+    # memory), and the families devices are spread over (default: just ``name``)
+    sizes: tuple[Literal["s", "m", "l"], ...] = ("s", "m", "l")
+    families: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.name == "path" and not self.path:
             raise ConfigError("model.path: required when model.name=path; expected a local model folder")
+        if not self.sizes:
+            raise ConfigError("model.sizes: empty; expected some of s, m, l")
 
 
 @dataclass(frozen=True)
@@ -121,8 +142,12 @@ class EdgeConfig:
         }
     )
     jitter: float = 0.2  # each device's numbers vary by up to this relative amount
+    # multiplies every device's memory: scale the population with the model, e.g. 0.1 when
+    # 10M-parameter stand-ins play 1B-parameter on-device LMs
+    memory_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        check_range("edge.memory_scale", self.memory_scale, lo=0.0, open_lo=True)
         for name, weight in self.tiers.items():
             if name not in TIERS:
                 raise ConfigError(f"edge.tiers: unknown tier {name!r}; expected one of {', '.join(TIERS)}")
@@ -157,6 +182,7 @@ class AlgorithmConfig:
     """
 
     strategy: ClassVar[str] = ""
+    tasks: ClassVar[tuple[str, ...]] = ("classify", "lm")  # the tasks the method can train
     name: str = "fedavg"
 
     @classmethod
@@ -178,6 +204,7 @@ class AlgorithmConfig:
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
+    task: Literal["classify", "lm"] = "classify"  # text classification, or causal language modelling
     rounds: int = 5
     clients: int = 10
     fraction: float = 1.0  # share of clients sampled each round
@@ -197,6 +224,17 @@ class RunConfig:
         check_range("clients", self.clients, lo=1)
         check_range("fraction", self.fraction, lo=0.0, hi=1.0, open_lo=True)
         check_range("eval_every", self.eval_every, lo=1)
+        if self.task not in type(self.algorithm).tasks:
+            raise ConfigError(
+                f"task: algorithm {self.algorithm.name!r} does not train {self.task!r}; expected one of "
+                f"{', '.join(type(self.algorithm).tasks)}"
+            )
+        if self.task == "lm":
+            for family in (self.model.name, *self.model.families):
+                if family != "path" and family not in FAMILIES:
+                    raise ConfigError(
+                        f"model.name: {family!r} is not a causal-LM family; expected one of {', '.join(FAMILIES)} or path"
+                    )
 
 
 # ----------------------------------------------------------------------------- loading

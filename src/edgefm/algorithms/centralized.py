@@ -31,13 +31,14 @@ class Centralized(FedAvg):
     Config = CentralizedConfig
 
     def population(
-        self, clients: list[ClientData], devices: list[DeviceProfile]
+        self, clients: list[ClientData], devices: list[DeviceProfile], workbench
     ) -> tuple[list[ClientData], list[DeviceProfile]]:
-        """Every client's data shipped to one datacenter device."""
+        """Every client's data shipped to one datacenter device (which trains the largest
+        architecture it can)."""
         train, train_index = pool([c.train for c in clients], [c.train_index for c in clients])
         test, test_index = pool([c.test for c in clients], [c.test_index for c in clients])
         pooled = ClientData(0, train, test, sum(c.raw_bytes for c in clients), train_index, test_index)
-        return [pooled], [replace(DATACENTER, device_id=0)]
+        return super().population([pooled], [replace(DATACENTER, device_id=0)], workbench)
 
     def client_update(self, task: ClientTask, workbench, data: ClientData, private: Tensors | None) -> ClientUpdate:
         update = super().client_update(task, workbench, data, private)

@@ -60,6 +60,7 @@ class FedMSConfig(AlgorithmConfig):
     """FedMS (Wu et al., arXiv 2312.15926): global + local experts, a gate, Sparsely Activated LoRA."""
 
     strategy = "edgefm.algorithms.fedms:FedMS"
+    tasks = ("classify",)  # experts are classifier heads
     name: str = "fedms"
     stage1_rounds: int = 2
     sal: Literal["progressive", "fixed", "all"] = "progressive"
@@ -87,6 +88,7 @@ class RaFFMConfig(AlgorithmConfig):
     """RaFFM (Yu et al., arXiv 2310.00247): salience-ordered elastic subnetworks sized to each device."""
 
     strategy = "edgefm.algorithms.raffm:RaFFM"
+    tasks = ("classify",)  # the elastic space is a BERT encoder's
     name: str = "raffm"
     salience: Literal["spp", "none", "independent_qk"] = "spp"
     space: Literal["elastic", "heterofl", "full"] = "elastic"

@@ -43,6 +43,7 @@ from edgefm.algorithms.fedavg import FedAvg
 from edgefm.edge.devices import DeviceProfile
 from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Tensors
 from edgefm.models import lora as L
+from edgefm.models.backbones import LORA_TARGETS
 from edgefm.models.flops import FlopModel
 
 GATE = "gate_adapter."
@@ -68,7 +69,7 @@ def _prepare(workbench, cfg) -> None:
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # peft warns that a second adapter is being added: intended
         torch.manual_seed(cfg.seed + 17)
-        L.add_adapter(model, cfg.model.lora, "local")
+        L.add_adapter(model, cfg.model.lora, "local", LORA_TARGETS)
         model.local_head = nn.Linear(model.head.in_features, model.head.out_features)
         model.gate = Gate(model.head.in_features, cfg.algorithm.gate_hidden)
     model.to(workbench.device)
@@ -308,7 +309,9 @@ class FedMS(FedAvg):
         L.route_adapters(workbench.model, "default", None)
         workbench.set_state({k: v for k, v in state.items() if not k.startswith(GATE)})
 
-    def model_for(self, workbench, state: Tensors, private: Tensors | None = None) -> nn.Module:
+    def model_for(
+        self, workbench, state: Tensors, private: Tensors | None = None, client: int | None = None
+    ) -> nn.Module:
         """A client's mixture once it has a local expert (stage 2), else the global expert."""
         if private is None:
             return super().model_for(workbench, state)

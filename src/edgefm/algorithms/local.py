@@ -14,7 +14,6 @@ from edgefm.algorithms.fedavg import FedAvg
 from edgefm.data.encode import Encoded
 from edgefm.edge.devices import DeviceProfile
 from edgefm.fl.strategy import ClientData, ClientEval, ClientTask, ClientUpdate, Tensors
-from edgefm.models.workbench import accuracy
 
 
 class Local(FedAvg):
@@ -22,10 +21,18 @@ class Local(FedAvg):
 
     def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
         # The initial adapters come from the shared seed, generated on the device: nothing is sent.
-        return {d.device_id: ClientTask(d.device_id, rnd, {}, {"init": state}) for d in devices}
+        tasks = super().configure(rnd, state, devices)
+        return {
+            cid: t
+            if t.declined
+            else ClientTask(cid, rnd, {}, {"init": t.payload}, arch=t.arch, memory_bytes=t.memory_bytes)
+            for cid, t in tasks.items()
+        }
 
     def client_update(self, task: ClientTask, workbench, data: ClientData, private: Tensors | None) -> ClientUpdate:
-        workbench.set_state(private if private is not None else task.config["init"])
+        arch = task.arch or self.archs[0]
+        workbench.use(arch)
+        workbench.set_state(private if private is not None else self.part(task.config["init"], arch))
         fit = self.local_fit(task, workbench, data)
         return ClientUpdate(
             task.client_id,
@@ -43,9 +50,13 @@ class Local(FedAvg):
     def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]) -> Tensors:
         return state  # nothing is shared
 
-    def model_for(self, workbench, state: Tensors, private: Tensors | None = None) -> nn.Module:
-        """A client's own adapters (before it first trains: the shared initial ones)."""
-        workbench.set_state(private if private is not None else state)
+    def model_for(
+        self, workbench, state: Tensors, private: Tensors | None = None, client: int | None = None
+    ) -> nn.Module:
+        """A client's own model (before it first trains: the shared initial one)."""
+        arch = self.arch_of(client)
+        workbench.use(arch)
+        workbench.set_state(private if private is not None else self.part(state, arch))
         return workbench.model
 
     def evaluate_server(self, state: Tensors, workbench, test: Encoded) -> dict[str, float]:
@@ -55,5 +66,6 @@ class Local(FedAvg):
         self, state: Tensors, workbench, data: ClientData, private: Tensors | None, test: Encoded
     ) -> ClientEval:
         own = super().evaluate_client(state, workbench, data, private, test)
-        own.global_ = {"accuracy": accuracy(self.model_for(workbench, state, private), test, workbench.device)}
+        model = self.model_for(workbench, state, private, data.client_id)
+        own.global_ = workbench.task.evaluate(model, test, workbench.device)
         return own

@@ -176,7 +176,7 @@ class RaFFM(Strategy):
         spec = E.Spec.from_list(task.config["spec"])
         sub = E.extract(workbench.model, spec, self.arch)
         E.load_tensors(sub, task.payload)
-        bench = Workbench(sub, workbench.tokenizer, workbench.device)
+        bench = Workbench.of(sub, workbench.tokenizer, workbench.device, workbench.task)
         if spec not in self._flops:
             self._flops[spec] = FlopModel(sub, train=True)
         seed = self.client_seed(task.round, task.client_id)
@@ -227,7 +227,13 @@ class RaFFM(Strategy):
         E.load_tensors(workbench.model, state)  # a full-width state; the embeddings stay as they are
 
     def export(
-        self, workbench, state: Tensors, private: Tensors | None, budget: str, reorder: bool = False
+        self,
+        workbench,
+        state: Tensors,
+        private: Tensors | None,
+        budget: str,
+        reorder: bool = False,
+        client: int | None = None,
     ) -> tuple[nn.Module, dict]:
         """Deployment-time scaling: the trained global model cut, without retraining, to the
         largest subnetwork a device tier can train (``full``: the whole model). ``reorder`` applies

@@ -12,7 +12,7 @@ from rich.table import Table
 from edgefm import EdgefmError
 from edgefm.cli.app import app, console, fail, write_json
 
-STANDARD = ("model", "budget", "params", "size_mb", "flops_per_example", "accuracy")
+STANDARD = ("model", "budget", "params", "size_mb", "flops_per_example")
 
 
 def _cell(value) -> str | None:
@@ -20,7 +20,7 @@ def _cell(value) -> str | None:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int | float):
-        return f"{value:g}"
+        return f"{value:.4g}"
     if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
         return f"{sum(value) / len(value):g}"  # e.g. per-layer widths: their mean
     return None
@@ -53,14 +53,15 @@ def export(
     except EdgefmError as exc:
         fail(str(exc))
     rows = result["models"]
-    # whatever else the method says about its models (e.g. RaFFM's widths), where it fits a cell
+    # the task's figures (accuracy; log-perplexity...) and whatever else the method says about its
+    # models (e.g. RaFFM's widths), where it fits a cell
     extra = [k for k in rows[0] if k not in STANDARD and all(_cell(r.get(k)) is not None for r in rows)]
     table = Table(title=f"{run_dir.name} ({result['algorithm']}): exported models on {result['dataset']}")
-    for col in ["model", "budget", "parameters", "MB", "GFLOPs/example", "accuracy", *extra]:
+    for col in ["model", "budget", "parameters", "MB", "GFLOPs/example", *extra]:
         table.add_column(col, justify="left" if col in ("model", "budget") else "right")
     for r in rows:
         cells = [r["model"], r["budget"], f"{r['params']:,}", f"{r['size_mb']:.1f}"]
-        cells += [f"{r['flops_per_example'] / 1e9:.3f}", f"{r['accuracy']:.4f}", *(_cell(r[k]) for k in extra)]
+        cells += [f"{r['flops_per_example'] / 1e9:.3f}", *(_cell(r[k]) for k in extra)]
         table.add_row(*cells)
     console.print(table)
     if out is not None:
@@ -93,3 +94,25 @@ def experts(
     if out is not None:
         write_json(out, result)
         console.print(f"breakdown: {out}", highlight=False)
+
+
+@app.command()
+def generate(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A language-model run (task lm)."),
+    prompt: str = typer.Option(..., "--prompt", help="The text to continue."),
+    max_new_tokens: int = typer.Option(40, "--max-new-tokens", help="Tokens to generate."),
+    client: int | None = typer.Option(None, "--client", help="This client's model (default: the run's first)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling: the same seed, the same text."),
+) -> None:
+    """Continue a prompt with a trained language model, to see what it learned."""
+    from edgefm.fl import trained
+
+    if max_new_tokens < 1:
+        fail(f"--max-new-tokens {max_new_tokens}: expected at least 1")
+    try:
+        with console.status("loading the run"):
+            run = trained.open_run(run_dir)
+        result = trained.generate(run, prompt, max_new_tokens, client, seed)
+    except EdgefmError as exc:
+        fail(str(exc))
+    console.print(f"[dim]{result['model']}, seed {seed}:[/] [bold]{prompt}[/]{result['continuation']}", highlight=False)

@@ -35,8 +35,11 @@ class RichProgress:
 
     def on_round_end(self, summary: dict) -> None:
         self.p.advance(self.rounds_task)
-        acc = summary.get("accuracy")
-        tail = f"acc {acc:.4f}" if acc is not None else "no eval"
+        acc, log_ppl = summary.get("accuracy"), summary.get("log_ppl")
+        if log_ppl is not None:
+            tail = f"log-ppl {log_ppl:.4f} (ppl {summary['ppl']:.1f}, token acc {summary['token_acc']:.4f})"
+        else:
+            tail = f"acc {acc:.4f}" if acc is not None else "no eval"
         self.p.console.print(
             f"round {summary['round']:>3}: {tail}  up {summary['bytes_up'] / 1e6:.2f} MB  "
             f"sim {summary['sim_round_s']:.1f} s  wall {summary['wall_s']:.1f} s",
@@ -70,6 +73,7 @@ def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: 
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
         (run_dir / "config.yaml").write_text(config.dump(cfg))
+        scenario.workbench.tokenizer.save_pretrained(str(run_dir / "tokenizer"))  # to use the models outside edgefm
         for stale in ("metrics.jsonl", "clients.jsonl"):
             (run_dir / stale).unlink(missing_ok=True)
     from edgefm.fl.simulation import Engine
@@ -115,10 +119,21 @@ def _print_summary(s: dict, run_dir: Path) -> None:
     table = Table(title=f"{s['name']}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    rows = [
-        ("final global accuracy", s["final_accuracy"]),
-        ("mean client accuracy", s["client_acc_mean"]),
-        ("worst client accuracy", s["client_acc_min"]),
+    if s.get("task") == "lm":
+        rows = [
+            ("final test log-perplexity", s["final_log_ppl"]),
+            ("final test perplexity", s["final_ppl"]),
+            ("final test token accuracy", s["final_token_acc"]),
+            ("mean client log-perplexity", s["client_log_ppl_mean"]),
+            ("worst client log-perplexity", s["client_log_ppl_max"]),
+        ]
+    else:
+        rows = [
+            ("final global accuracy", s["final_accuracy"]),
+            ("mean client accuracy", s["client_acc_mean"]),
+            ("worst client accuracy", s["client_acc_min"]),
+        ]
+    rows += [
         ("trainable parameters (%)", s.get("trainable_percent")),
         ("upload MB per client per round", s["upload_mb_per_client_round"]),
         ("total MB up / down", f"{s['bytes_up'] / 1e6:.2f} / {s['bytes_down'] / 1e6:.2f}"),

@@ -105,7 +105,7 @@ def frame_to_dataset(
     return datasets.Dataset.from_pandas(frame.reset_index(drop=True), preserve_index=False), label_names
 
 
-def _split(ds: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+def holdout(ds: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
     rng = np.random.default_rng([seed, 7])
     order = rng.permutation(len(ds))
     n_test = max(1, int(round(fraction * len(ds))))
@@ -144,16 +144,16 @@ def _named(name: str, cfg: DataConfig, seed: int) -> DataBundle:
     if name == "flipkart":
         labels = ["negative", "neutral", "positive"]
         full, _ = frame_to_dataset(read_table(root / "flipkart/flipkart_review.csv"), "Summary", "Sentiment", labels)
-        train, test = _split(full, cfg.test_fraction, seed)
+        train, test = holdout(full, cfg.test_fraction, seed)
         return DataBundle(name, train, test, labels)
     if name == "ddxplus":
         frame = read_table(root / "ddxplus/ddxplus.csv")
         full, labels = frame_to_dataset(frame, "Information", "Diagnosis")
-        train, test = _split(full, cfg.test_fraction, seed)
+        train, test = holdout(full, cfg.test_fraction, seed)
         return DataBundle(name, train, test, labels)
     if name == "bbcnews":
         full, labels = bbcnews()
-        train, test = _split(full, cfg.test_fraction, seed)
+        train, test = holdout(full, cfg.test_fraction, seed)
         return DataBundle(name, train, test, labels)
     raise EdgefmError(f"data.name: unknown dataset {name!r}; expected one of {', '.join(NAMED)} or data.path")
 
@@ -189,7 +189,7 @@ def load_data(cfg: DataConfig, seed: int) -> DataBundle:
                 test_frame, cfg.text_column, cfg.label_column, labels, where=f"data.test_path {cfg.test_path}"
             )
         else:
-            train, test = _split(train, cfg.test_fraction, seed)
+            train, test = holdout(train, cfg.test_fraction, seed)
         bundle = DataBundle(Path(cfg.path).stem, train, test, labels)
     else:
         assert cfg.name is not None

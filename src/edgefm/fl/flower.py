@@ -108,9 +108,10 @@ def _train(msg: Message, context: Context) -> Message:
     if cid != _partition(context):
         raise EdgefmError(f"task for client {cid} reached partition {_partition(context)}")
     extra = {k[len("cfg.") :]: _from_record(v) for k, v in msg.content.array_records.items() if k.startswith("cfg.")}
-    scalars = {k: v for k, v in meta.items() if k not in (CONFIG_KEY, "client", "round", "threads")}
+    fields = (CONFIG_KEY, "client", "round", "threads", "arch")
+    scalars = {k: v for k, v in meta.items() if k not in fields}
     payload = _from_record(msg.content["payload"]) if "payload" in msg.content.array_records else {}
-    task = ClientTask(cid, rnd, payload, {**scalars, **extra})
+    task = ClientTask(cid, rnd, payload, {**scalars, **extra}, arch=str(meta.get("arch", "")))
     private = _from_record(context.state["private"]) if "private" in context.state.array_records else None
     update = sc.strategy.client_update(task, sc.workbench, sc.clients[cid], private)
     if update.private is not None:
@@ -199,7 +200,14 @@ class FlowerTransport:
             content = RecordDict(
                 {
                     "task": ConfigRecord(
-                        {CONFIG_KEY: self.cfg_yaml, "client": cid, "round": rnd, "threads": self.threads, **scalars}
+                        {
+                            CONFIG_KEY: self.cfg_yaml,
+                            "client": cid,
+                            "round": rnd,
+                            "threads": self.threads,
+                            "arch": task.arch,
+                            **scalars,
+                        }
                     )
                 }
             )

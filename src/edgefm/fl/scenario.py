@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgefm import EdgefmError, registry
+from edgefm import EdgefmError, registry, tasks
 from edgefm.config import RunConfig
-from edgefm.data.encode import Encoded, encode
+from edgefm.data.encode import Encoded
 from edgefm.data.partition import local_splits
-from edgefm.data.sources import DataBundle, load_data
+from edgefm.data.sources import DataBundle
 from edgefm.edge.devices import DeviceProfile, sample_population
 from edgefm.fl.strategy import ClientData, Strategy, build_strategy, seed_for
-from edgefm.models.workbench import Workbench
+from edgefm.models.workbench import Workbench, resolve_device
 
 
 @dataclass
@@ -29,10 +29,25 @@ class Scenario:
     test: Encoded
     workbench: Workbench
     strategy: Strategy
+    task: tasks.Task
+    public: Encoded | None = None  # server-side data, disjoint from every device's and the test's
 
 
-def partition_indices(cfg: RunConfig, bundle: DataBundle) -> list[tuple[np.ndarray, np.ndarray]]:
-    labels = np.asarray(bundle.train["label"])
+def public_split(cfg: RunConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows held by the server, rows left for the devices) of the training pool (seeded)."""
+    k = int(round(cfg.data.public_fraction * n))
+    if k == 0:
+        return np.zeros(0, dtype=int), np.arange(n)
+    chosen = np.random.default_rng(seed_for(cfg.seed, 14)).choice(n, size=k, replace=False)
+    return np.sort(chosen), np.setdiff1d(np.arange(n), chosen)
+
+
+def partition_indices(
+    cfg: RunConfig, bundle: DataBundle, pool: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each client's (train rows, local test rows) of the training pool, drawn from ``pool``."""
+    pool = np.arange(len(bundle.train)) if pool is None else pool
+    labels = np.asarray(bundle.train["label"])[pool]
     p = cfg.partition
     kwargs: dict = {"alpha": p.alpha, "min_size": p.min_size, "classes_per_client": p.classes_per_client}
     if p.name == "natural":
@@ -41,31 +56,40 @@ def partition_indices(cfg: RunConfig, bundle: DataBundle) -> list[tuple[np.ndarr
                 f"partition.column: {p.column!r} is not a column of the data; "
                 f"expected one of {', '.join(bundle.train.column_names)}"
             )
-        kwargs["groups"] = bundle.train[p.column]
+        kwargs["groups"] = [bundle.train[p.column][i] for i in pool]
     partitioner = registry.get("partitioner", p.name)
     parts = partitioner(labels, cfg.clients, np.random.default_rng(seed_for(cfg.seed, 11)), **kwargs)
     splits = local_splits(parts, labels, p.local_test_fraction, np.random.default_rng(seed_for(cfg.seed, 12)))
     for k, (train, _) in enumerate(splits):
         if len(train) == 0:
             raise EdgefmError(f"clients: client {k} received no training examples; expected fewer clients or more data")
-    return splits
+    return [(pool[tr], pool[te]) for tr, te in splits]
 
 
 def build(cfg: RunConfig) -> Scenario:
     strategy = build_strategy(cfg)
-    bundle = load_data(cfg.data, cfg.seed)
-    splits = partition_indices(cfg, bundle)
+    task = tasks.make(cfg.task)
+    bundle = task.load(cfg)
+    public_rows, pool = public_split(cfg, len(bundle.train))
+    splits = partition_indices(cfg, bundle, pool)
     devices = sample_population(
         cfg.clients, cfg.edge.tiers, cfg.edge.jitter, np.random.default_rng(seed_for(cfg.seed, 13))
     )
-    workbench = Workbench.from_config(cfg, bundle.num_labels)
-    tok, max_len = workbench.tokenizer, cfg.data.max_length
-    train = encode(bundle.train["text"], bundle.train["label"], tok, max_len)
-    test = encode(bundle.test["text"], bundle.test["label"], tok, max_len)
+    tokenizer = task.setup(cfg, bundle)
+    archs = task.architectures(cfg)
+    workbench = Workbench(
+        lambda arch: task.build(cfg, arch, tokenizer, bundle), archs[0], tokenizer, resolve_device(cfg.device), task
+    )
+
+    def encode(rows: np.ndarray) -> Encoded:
+        return task.encode(tokenizer, bundle.train, rows, cfg)
+
     texts = bundle.train["text"]
     clients = [
-        ClientData(k, train.subset(tr), train.subset(te), sum(len(texts[i].encode()) + 1 for i in tr), tr, te)
+        ClientData(k, encode(tr), encode(te), sum(len(texts[i].encode()) + 1 for i in tr), tr, te)
         for k, (tr, te) in enumerate(splits)
     ]
-    clients, devices = strategy.population(clients, devices)
-    return Scenario(cfg, bundle, devices, clients, test, workbench, strategy)
+    test = task.encode(tokenizer, bundle.test, np.arange(len(bundle.test)), cfg)
+    public = encode(public_rows) if len(public_rows) else None
+    clients, devices = strategy.population(clients, devices, workbench)
+    return Scenario(cfg, bundle, devices, clients, test, workbench, strategy, task, public)

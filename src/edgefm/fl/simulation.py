@@ -148,6 +148,10 @@ class Engine:
             device, reply = sc.devices[cid], replies[cid]
             wire = {"wire_bytes_up": reply.wire_bytes_up, "wire_bytes_down": reply.wire_bytes_down}
             wire = {k: v for k, v in wire.items() if v is not None}
+            if task.arch:  # which model the device trains, and the memory it was estimated to need
+                wire["arch"] = task.arch
+            if task.memory_bytes:
+                wire["memory_mb"] = task.memory_bytes / 2**20
             if cid in dropped:
                 row = ledger.record_client(rnd, device, task.payload, None, 0.0, 0, "dropped", dropped[cid], extra=wire)
             else:

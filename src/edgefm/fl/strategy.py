@@ -34,7 +34,6 @@ from edgefm.config import AlgorithmConfig, RunConfig
 from edgefm.data.encode import Encoded
 from edgefm.edge.devices import DeviceProfile
 from edgefm.fl.aggregate import validate_update
-from edgefm.models.workbench import accuracy
 
 Tensors = dict[str, torch.Tensor]
 log = logging.getLogger("edgefm.fl")
@@ -60,6 +59,8 @@ class ClientTask:
     # Non-empty: the device cannot take this task, and why. The engine does not contact it and
     # records it as dropped with this reason.
     declined: str = ""
+    arch: str = ""  # the architecture the device trains ("": the run's only one); in the ledger
+    memory_bytes: float = 0.0  # the device's estimated training memory for this task; in the ledger
 
 
 @dataclass
@@ -92,8 +93,9 @@ class ClientEval:
 
 def combine_metrics(server: dict[str, float], clients: list[ClientEval]) -> dict[str, float]:
     """A round's metrics: the server's, plus for every client-local metric ``k`` its mean and
-    worst over the clients that report it (``client_k_mean``, ``client_k_min``), plus the mean
-    over clients of each global-test metric the server did not compute itself."""
+    range over the clients that report it (``client_k_mean``, ``client_k_min``,
+    ``client_k_max``), plus the mean over clients of each global-test metric the server did not
+    compute itself."""
     out = {k: v for k, v in server.items() if math.isfinite(v)}
     for part, summarize in (("local", True), ("global_", False)):
         keys = sorted({k for c in clients for k in getattr(c, part)})
@@ -104,6 +106,7 @@ def combine_metrics(server: dict[str, float], clients: list[ClientEval]) -> dict
             if summarize:
                 out[f"client_{key}_mean"] = float(np.mean(values))
                 out[f"client_{key}_min"] = float(np.min(values))
+                out[f"client_{key}_max"] = float(np.max(values))
             elif key not in out:
                 out[key] = float(np.mean(values))
     return out
@@ -167,9 +170,10 @@ class Strategy(ABC):
 
     # -- the population -----------------------------------------------------------------
     def population(
-        self, clients: list[ClientData], devices: list[DeviceProfile]
+        self, clients: list[ClientData], devices: list[DeviceProfile], workbench
     ) -> tuple[list[ClientData], list[DeviceProfile]]:
-        """The clients and devices that take part (default: every client on its own device)."""
+        """The clients and devices that take part, and with which models (default: every client
+        on its own device, with the run's one model)."""
         return clients, devices
 
     # -- the models a run ends with -------------------------------------------------------
@@ -177,15 +181,23 @@ class Strategy(ABC):
         """Put a global state into the workbench."""
         workbench.set_state(state)
 
-    def model_for(self, workbench, state: Tensors, private: Tensors | None = None) -> nn.Module:
-        """The model a client ends with, given its private state, or (``private=None``) the global
-        model: a module mapping (input_ids, attention_mask) to class scores. It may be the
-        workbench's own model, valid until the workbench is next changed."""
+    def model_for(
+        self, workbench, state: Tensors, private: Tensors | None = None, client: int | None = None
+    ) -> nn.Module:
+        """The model client ``client`` ends with, given its private state, or (both None) the
+        global model: a module mapping (input_ids, attention_mask) to the task's scores. It may
+        be the workbench's own model, valid until the workbench is next changed."""
         self.load_state(workbench, state)
         return workbench.model
 
     def export(
-        self, workbench, state: Tensors, private: Tensors | None, budget: str, reorder: bool = False
+        self,
+        workbench,
+        state: Tensors,
+        private: Tensors | None,
+        budget: str,
+        reorder: bool = False,
+        client: int | None = None,
     ) -> tuple[nn.Module, dict]:
         """The model to deploy for ``budget`` (a device tier, or ``full``) and facts about it
         (e.g. its widths); ``reorder``: put the most salient weights first before cutting. By
@@ -196,12 +208,12 @@ class Strategy(ABC):
             )
         if reorder:
             raise EdgefmError(f"--spp: algorithm {self.algo.name!r} has no salience order to cut by")
-        return self.model_for(workbench, state, private), {}
+        return self.model_for(workbench, state, private, client), {}
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate_server(self, state: Tensors, workbench, test: Encoded) -> dict[str, float]:
         """Metrics the server computes from the global state: the global model on the test set."""
-        return {"accuracy": accuracy(self.model_for(workbench, state), test, workbench.device)}
+        return workbench.task.evaluate(self.model_for(workbench, state), test, workbench.device)
 
     def evaluate_client(
         self, state: Tensors, workbench, data: ClientData, private: Tensors | None, test: Encoded
@@ -209,7 +221,8 @@ class Strategy(ABC):
         """One client's own model on its local test split (runs where the client's data is)."""
         if len(data.test) == 0:
             return ClientEval()
-        return ClientEval({"acc": accuracy(self.model_for(workbench, state, private), data.test, workbench.device)})
+        model = self.model_for(workbench, state, private, data.client_id)
+        return ClientEval(workbench.task.local(model, data.test, workbench.device))
 
     # -- reports --------------------------------------------------------------------------
     def trainable_parameters(self, workbench) -> int:

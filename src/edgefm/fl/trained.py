@@ -19,7 +19,6 @@ from edgefm.fl import checkpoint
 from edgefm.fl.scenario import Scenario, build
 from edgefm.fl.strategy import Tensors
 from edgefm.models.flops import count_flops
-from edgefm.models.workbench import accuracy
 
 
 @dataclass
@@ -29,28 +28,26 @@ class TrainedRun:
     scenario: Scenario
     ckpt: checkpoint.Checkpoint
 
-    def models(self, clients: list[int] | None = None) -> list[tuple[str, Tensors | None]]:
-        """(name, private state) of the models the run ended with: each client's own where the
-        checkpoint keeps clients' private state (``clientK``), else the global model (``global``).
-        ``clients`` picks some clients' models."""
+    def models(self, clients: list[int] | None = None) -> list[tuple[str, Tensors | None, int | None]]:
+        """(name, private state, client) of the models the run ended with: each client's own
+        where the checkpoint keeps clients' private state (``clientK``), else the global model
+        (``global``). ``clients`` picks the models of some clients (without private state: the
+        global model of each one's architecture)."""
         private = self.ckpt.private
         if not private and self.ckpt.private_on_nodes:
             raise EdgefmError(
                 f"{str(self.run_dir)!r}: its clients' own models stayed on the Flower nodes that trained them; "
                 "expected a run whose checkpoint holds them (engine=inprocess)"
             )
+        n = len(self.scenario.clients)
         if clients:
-            if not private:
-                raise EdgefmError(f"--client {clients[0]}: this run ended with one global model and no per-client ones")
-            missing = [c for c in clients if c not in private]
-            if missing:
-                raise EdgefmError(
-                    f"--client {missing[0]}: no such client in this run; expected one of {sorted(private)}"
-                )
-            return [(f"client{c}", private[c]) for c in clients]
+            bad = [c for c in clients if not 0 <= c < n]
+            if bad:
+                raise EdgefmError(f"--client {bad[0]}: no such client in this run; expected 0 to {n - 1}")
+            return [(f"client{c}", private.get(c), c) for c in clients]
         if private:
-            return [(f"client{c}", p) for c, p in sorted(private.items())]
-        return [("global", None)]
+            return [(f"client{c}", p, c) for c, p in sorted(private.items())]
+        return [("global", None, None)]
 
 
 def open_run(run_dir: Path, flag: str = "") -> TrainedRun:
@@ -69,14 +66,15 @@ def export(
     run: TrainedRun, budgets: list[str], clients: list[int] | None = None, reorder: bool = False
 ) -> dict[str, Any]:
     """Each model the run ended with, cut to each budget by its Strategy (``full``: as trained;
-    ``reorder``: salience order first), with its test accuracy, size and inference FLOPs per
-    example at ``data.max_length`` tokens."""
+    ``reorder``: salience order first), with its test figures, size and inference FLOPs per
+    example (per block, for a language model) at the run's sequence length."""
     sc = run.scenario
-    wb, strategy, seq_len = sc.workbench, sc.strategy, run.cfg.data.max_length
+    wb, strategy = sc.workbench, sc.strategy
+    seq_len = run.cfg.data.block_length if run.cfg.task == "lm" else run.cfg.data.max_length
     rows = []
-    for name, private in run.models(clients):
+    for name, private, client in run.models(clients):
         for budget in budgets:
-            module, info = strategy.export(wb, run.ckpt.state, private, budget, reorder)
+            module, info = strategy.export(wb, run.ckpt.state, private, budget, reorder, client)
             params = sum(p.numel() for p in module.parameters())
             rows.append(
                 {
@@ -86,7 +84,9 @@ def export(
                     "params": params,
                     "size_mb": params * 4 / 1e6,  # fp32 weights
                     "flops_per_example": count_flops(module, seq_len, train=False),
-                    "accuracy": accuracy(module, sc.test, wb.device),
+                    # the task's figures on the test set (accuracy; or log-perplexity, perplexity
+                    # and token accuracy), without the per-domain breakdown
+                    **{k: v for k, v in sc.task.evaluate(module, sc.test, wb.device).items() if "/" not in k},
                 }
             )
     return {
@@ -97,6 +97,18 @@ def export(
         "seq_len": seq_len,
         "models": rows,
     }
+
+
+def generate(
+    run: TrainedRun, prompt: str, max_new_tokens: int, client: int | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """A seeded continuation of ``prompt`` by a model the run ended with (``client``'s own, or
+    the first the run lists: the global model, or client 0's)."""
+    name, private, owner = run.models([client] if client is not None else None)[0]
+    sc = run.scenario
+    model = sc.strategy.model_for(sc.workbench, run.ckpt.state, private, owner)
+    text = sc.task.generate(model, sc.workbench.tokenizer, prompt, max_new_tokens, seed)
+    return {"run": str(run.run_dir), "model": name, "prompt": prompt, "continuation": text, "seed": seed}
 
 
 def expert_breakdown(run: TrainedRun) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from edgefm import EdgefmError
 from edgefm.registry import register
 
 hf_logging.disable_progress_bar()  # the engine runs silently; the CLI owns the terminal
+LORA_TARGETS = ("query", "value")  # LoRA's default targets in a BERT-family encoder
 
 
 @dataclass

@@ -24,17 +24,27 @@ Tensors = dict[str, torch.Tensor]
 HEAD_PREFIX = "head."
 
 
-def add_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
-    """Inject LoRA into ``model.encoder``'s target modules; freeze everything but LoRA and head."""
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.encoder.named_modules()}
-    missing = [t for t in cfg.target_modules if t not in names]
+def add_lora(
+    model: nn.Module, cfg: LoraConfig, default_targets: tuple[str, ...], default_parameters: tuple[str, ...] = ()
+) -> nn.Module:
+    """Inject LoRA into ``model``'s target modules (``cfg.target_modules``, or the model's
+    ``default_targets``) and, through peft's ``target_parameters``, into fused parameters such
+    as a MoE's experts; freeze everything but LoRA and a classifier head."""
+    targets = cfg.target_modules or default_targets
+    parameters = default_parameters if cfg.target_parameters is None else cfg.target_parameters
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
     if missing:
         raise EdgefmError(
             f"model.lora.target_modules: {missing} not found in the model; "
             f"expected module names such as {sorted(n for n in names if n)[:8]}"
         )
     peft_cfg = PeftLoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules)
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(targets),
+        target_parameters=list(parameters) or None,
     )
     model = inject_adapter_in_model(peft_cfg, model)
     for name, param in model.named_parameters():
@@ -55,8 +65,19 @@ def get_trainable_state(model: nn.Module) -> Tensors:
         state = dict(get_peft_model_state_dict(model))
         state.update({k: v for k, v in model.state_dict().items() if k.startswith(HEAD_PREFIX)})
     else:
-        state = model.state_dict()
+        state = {k: v for k, v in model.state_dict().items() if k not in tied(model)}
     return {k: v.detach().clone() for k, v in state.items()}
+
+
+def tied(model: nn.Module) -> set[str]:
+    """State keys that share their tensor with an earlier key (a tied output layer): sent once."""
+    seen, out = set(), set()
+    for key, value in model.state_dict(keep_vars=True).items():
+        ptr = value.data_ptr()
+        if ptr in seen and value.numel():
+            out.add(key)
+        seen.add(ptr)
+    return out
 
 
 def set_trainable_state(model: nn.Module, state: Tensors) -> None:
@@ -68,9 +89,13 @@ def set_trainable_state(model: nn.Module, state: Tensors) -> None:
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
             raise KeyError(f"unexpected adapter keys: {unexpected[:3]}")
-        model.head.load_state_dict(head)
+        if head or hasattr(model, "head"):  # a classifier's head travels with its adapters
+            model.head.load_state_dict(head)
     else:
-        model.load_state_dict(state)
+        result = model.load_state_dict(state, strict=False)
+        missing = set(result.missing_keys) - tied(model)
+        if missing or result.unexpected_keys:
+            raise KeyError(f"state keys: missing {sorted(missing)[:3]}, unexpected {result.unexpected_keys[:3]}")
 
 
 # ----------------------------------------------------------------------------- several adapters, block masks
@@ -98,11 +123,14 @@ def num_blocks(model: nn.Module) -> int:
     return 1 + max(k for k, _ in lora_layers(model))
 
 
-def add_adapter(model: nn.Module, cfg: LoraConfig, name: str) -> nn.Module:
+def add_adapter(model: nn.Module, cfg: LoraConfig, name: str, default_targets: tuple[str, ...]) -> nn.Module:
     """A second LoRA set (e.g. a local expert) on the same modules, initially a copy of nothing:
     peft's own init (B = 0), so it starts as the identity."""
     peft_cfg = PeftLoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules)
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules or default_targets),
     )
     return inject_adapter_in_model(peft_cfg, model, adapter_name=name)
 

@@ -1,8 +1,11 @@
-"""The one shared model that simulated clients take turns on, and the local training loop.
+"""The shared models that simulated clients take turns on, and the local training loop.
 
-Memory rule (ARCHITECTURE.md): simulated clients share one frozen backbone; a client's
-private state is only its small trainable tensors, loaded into this workbench before it
-trains and read back after. Nothing here knows about federation.
+Memory rule (ARCHITECTURE.md): simulated clients share one model instance per architecture in a
+process; a client's private state is only its small trainable tensors, loaded into this
+workbench before it trains and read back after. A run whose devices train different
+architectures (language models sized to each device) builds each one the first time a client
+asks for it (:meth:`Workbench.use`). The task (classification, language modelling) supplies the
+models, the loss and the metrics. Nothing here knows about federation.
 """
 
 from __future__ import annotations
@@ -16,11 +19,10 @@ import torch
 from torch import nn
 
 from edgefm import EdgefmError
-from edgefm.config import RunConfig, TrainConfig
+from edgefm.config import TrainConfig
 from edgefm.data.encode import Batch, Encoded
-from edgefm.models.backbones import TextClassifier, build_backbone
 from edgefm.models.flops import FlopModel
-from edgefm.models.lora import Tensors, add_lora, get_trainable_state, set_trainable_state
+from edgefm.models.lora import Tensors, get_trainable_state, set_trainable_state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,22 +42,29 @@ class FitResult:
 
 
 class Workbench:
-    def __init__(self, model: TextClassifier, tokenizer, device: torch.device):
-        self.model = model.to(device)
+    """One model per architecture (built on first use), the run's tokenizer and its task."""
+
+    def __init__(self, build: Callable[[str], nn.Module], default: str, tokenizer, device: torch.device, task=None):
+        self._build = build
+        self.models: dict[str, nn.Module] = {}
         self.tokenizer = tokenizer
         self.device = device
+        self.task = task
+        self.default = default
         self._flops: dict[str, FlopModel] = {}
+        self.use(default)
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, num_labels: int) -> Workbench:
-        """Backbone + head (+ LoRA), initialised from ``cfg.seed`` alone."""
-        backbone = build_backbone(cfg.model.name, cfg.model.path, seed=cfg.seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            model = TextClassifier(backbone.encoder, backbone.hidden_size, num_labels)
-            if cfg.model.finetune == "lora":
-                model = add_lora(model, cfg.model.lora)
-        return cls(model, backbone.tokenizer, resolve_device(cfg.device))
+    def of(cls, model: nn.Module, tokenizer, device: torch.device, task) -> Workbench:
+        """A workbench around one given model (e.g. a subnetwork cut from another)."""
+        return cls(lambda _: model, "given", tokenizer, device, task)
+
+    def use(self, arch: str) -> nn.Module:
+        """Make ``arch``'s model the active one (built, seeded, the first time) and return it."""
+        if arch not in self.models:
+            self.models[arch] = self._build(arch).to(self.device)
+        self.arch, self.model = arch, self.models[arch]
+        return self.model
 
     # -- state ------------------------------------------------------------------------
     def get_state(self) -> Tensors:
@@ -74,15 +83,15 @@ class Workbench:
         """Cached per ``key``: a method changes the key when it changes what is trainable, and
         passes its own training ``step(input_ids, attention_mask)`` when that is not one
         forward and backward pass of the model (e.g. a mixture of experts)."""
-        k = f"{key}:{'train' if train else 'eval'}"
+        k = f"{self.arch}:{key}:{'train' if train else 'eval'}"
         if k not in self._flops:
             self._flops[k] = FlopModel(self.model, train=train, step=step)
         return self._flops[k]
 
     # -- training ---------------------------------------------------------------------
     def loss(self, batch: Batch) -> torch.Tensor:
-        """The default objective: cross-entropy of the model's logits."""
-        return nn.functional.cross_entropy(self.model(batch.input_ids, batch.attention_mask), batch.labels)
+        """The default objective: the task's loss of the active model."""
+        return self.task.loss(self.model, batch)
 
     def fit(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -35,25 +35,52 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     return {"name": name, "dir": run_dir, "rounds": rounds, "clients": clients, "config": cfg, "summary": summary}
 
 
+def task_of(run: dict[str, Any]) -> str:
+    return run["config"].get("task", "classify")
+
+
+def headline(run: dict[str, Any]) -> tuple[str, str]:
+    """(the global metric a run is judged by, its per-client counterpart) for the run's task."""
+    return ("log_ppl", "client_log_ppl_mean") if task_of(run) == "lm" else ("accuracy", "client_acc_mean")
+
+
 def build_summary(run: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Headline numbers of a run from its round and client rows."""
+    """Headline numbers of a run from its round and client rows (accuracy for classification;
+    log-perplexity, perplexity and token accuracy, overall and per domain, for language models)."""
     rounds, clients, cfg = run["rounds"], run["clients"], run["config"]
-    evaluated = [r for r in rounds if "accuracy" in r]
+    metric, _ = headline(run)
+    evaluated = [r for r in rounds if metric in r]
     last = evaluated[-1] if evaluated else {}
     ok = [c for c in clients if c["status"] == "ok"]
     n_rounds = max(len(rounds), 1)
+    if task_of(run) == "lm":
+        figures = {
+            "final_log_ppl": last.get("log_ppl"),
+            "final_ppl": last.get("ppl"),
+            "final_token_acc": last.get("token_acc"),
+            "best_log_ppl": min((r["log_ppl"] for r in evaluated), default=None),
+            "client_log_ppl_mean": last.get("client_log_ppl_mean"),
+            "client_log_ppl_max": last.get("client_log_ppl_max"),  # the worst client
+            "client_token_acc_mean": last.get("client_token_acc_mean"),
+            **{f"final_{k}": v for k, v in last.items() if "/" in k},  # per domain
+        }
+    else:
+        figures = {
+            "final_accuracy": last.get("accuracy"),
+            "best_accuracy": max((r["accuracy"] for r in evaluated), default=None),
+            "client_acc_mean": last.get("client_acc_mean"),
+            "client_acc_min": last.get("client_acc_min"),
+        }
     summary = {
         "name": run["name"],
+        "task": task_of(run),
         "algorithm": cfg.get("algorithm", {}).get("name"),
         "dataset": cfg.get("data", {}).get("name") or cfg.get("data", {}).get("path"),
         "model": cfg.get("model", {}).get("name"),
         "seed": cfg.get("seed"),
         "rounds": len(rounds),
         "clients": cfg.get("clients"),
-        "final_accuracy": last.get("accuracy"),
-        "best_accuracy": max((r["accuracy"] for r in evaluated), default=None),
-        "client_acc_mean": last.get("client_acc_mean"),
-        "client_acc_min": last.get("client_acc_min"),
+        **figures,
         "bytes_up": sum(r["bytes_up"] for r in rounds),
         "bytes_down": sum(r["bytes_down"] for r in rounds),
         "upload_mb_per_client_round": (sum(c["bytes_up"] for c in ok) / max(len(ok), 1)) / 1e6,
@@ -64,6 +91,8 @@ def build_summary(run: dict[str, Any], extra: dict[str, Any] | None = None) -> d
         "joules": sum(r["joules"] for r in rounds),
         "dollars": sum(r["dollars"] for r in rounds),
         "wall_seconds": sum(r["wall_s"] for r in rounds),
+        # clients per architecture (the one a device trains; declined devices are not counted)
+        "architectures": dict(sorted(Counter({c["client"]: c["arch"] for c in ok if "arch" in c}.values()).items())),
         "rejected_updates": sum(r["rejected"] for r in rounds),
         "dropped_updates": sum(r["dropped"] for r in rounds),
     }
@@ -109,24 +138,28 @@ SUMMARY_COLUMNS = [
     "model",
     "seed",
     "rounds",
-    "final_accuracy",
-    "client_acc_mean",
-    "client_acc_min",
+    "FIGURES",
     "upload_mb_per_client_round",
     "flops_per_round",
     "sim_seconds_per_round",
     "joules",
     "wall_seconds",
 ]
+FIGURES = {
+    "classify": ["final_accuracy", "client_acc_mean", "client_acc_min"],
+    "lm": ["final_log_ppl", "final_ppl", "final_token_acc", "client_log_ppl_mean", "client_log_ppl_max"],
+}
+ROUND_FIGURES = {
+    "classify": ["accuracy", "client_acc_mean", "client_acc_min"],
+    "lm": ["log_ppl", "ppl", "token_acc", "client_log_ppl_mean", "client_log_ppl_max"],
+}
 ROUND_COLUMNS = [
     "round",
     "participants",
     "accepted",
     "rejected",
     "dropped",
-    "accuracy",
-    "client_acc_mean",
-    "client_acc_min",
+    "FIGURES",
     "bytes_up",
     "bytes_down",
     "flops",
@@ -135,6 +168,21 @@ ROUND_COLUMNS = [
     "joules",
     "wall_s",
 ]
+
+
+def domain_section(run: dict[str, Any]) -> list[str]:
+    """A language model's last evaluation per domain: log-perplexity, perplexity, token accuracy."""
+    evaluated = [r for r in run["rounds"] if "log_ppl" in r]
+    if not evaluated:
+        return []
+    last = evaluated[-1]
+    domains = sorted({k.split("/", 1)[1] for k in last if k.startswith("log_ppl/")})
+    rows = [{"domain": d, **{m: last.get(f"{m}/{d}") for m in ("log_ppl", "ppl", "token_acc")}} for d in domains]
+    rows.append({"domain": "all", **{m: last.get(m) for m in ("log_ppl", "ppl", "token_acc")}})
+    return [
+        f"<h2>Per domain — {html.escape(run['name'])} (round {last['round']})</h2>",
+        _table(rows, ["domain", "log_ppl", "ppl", "token_acc"]),
+    ]
 
 
 def robustness_section(run_dir: Path) -> list[str]:
@@ -178,16 +226,20 @@ def write_report(run_dirs: list[Path], out: Path, sections: list[str] | None = N
     out = Path(out)
     plot_dir = out.parent / "plots" if len(runs) == 1 else out.parent / (out.stem + "_plots")
     plot_dir.mkdir(parents=True, exist_ok=True)
+    metric, client_metric = headline(runs[0])
     figs = [
-        plots.accuracy_per_round(runs, plot_dir / "accuracy_per_round.png"),
-        plots.accuracy_per_second(runs, plot_dir / "accuracy_per_second.png"),
+        plots.metric_per_round(runs, plot_dir / f"{metric}_per_round.png", metric, client_metric),
+        plots.metric_per_second(runs, plot_dir / f"{metric}_per_second.png", metric),
         plots.bytes_per_round(runs, plot_dir / "bytes_per_round.png"),
     ]
+    tasks = list(dict.fromkeys(task_of(r) for r in runs))
+    figures = [c for t in tasks for c in FIGURES[t]]
+    summary_columns = [c for col in SUMMARY_COLUMNS for c in (figures if col == "FIGURES" else [col])]
     title = runs[0]["name"] if len(runs) == 1 else f"Comparison of {len(runs)} runs"
     parts = [
         f"<h1>edgefm — {html.escape(title)}</h1>",
         "<h2>Summary</h2>",
-        _table([r["summary"] for r in runs], SUMMARY_COLUMNS),
+        _table([r["summary"] for r in runs], summary_columns),
         "<h2>Learning and traffic</h2>",
     ]
     parts += [_img(f) for f in figs]
@@ -215,7 +267,12 @@ def write_report(run_dirs: list[Path], out: Path, sections: list[str] | None = N
                     ],
                 ),
             ]
-        parts += [f"<h2>Rounds — {html.escape(run['name'])}</h2>", _table(run["rounds"], ROUND_COLUMNS)]
+        if task_of(run) == "lm":
+            parts += domain_section(run)
+        round_columns = [
+            c for col in ROUND_COLUMNS for c in (ROUND_FIGURES[task_of(run)] if col == "FIGURES" else [col])
+        ]
+        parts += [f"<h2>Rounds — {html.escape(run['name'])}</h2>", _table(run["rounds"], round_columns)]
         if len(runs) == 1 and run["config"]:
             parts += ["<h2>Config</h2>", f"<pre>{html.escape(yaml.safe_dump(run['config'], sort_keys=False))}</pre>"]
     for run in runs:

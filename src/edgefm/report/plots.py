@@ -14,35 +14,44 @@ import matplotlib.pyplot as plt  # noqa: E402
 Run = dict[str, Any]  # {"name", "rounds": [...], "clients": [...], "summary": {...}}
 
 
-def _evaluated(run: Run) -> list[dict]:
-    return [r for r in run["rounds"] if "accuracy" in r]
+def _evaluated(run: Run, metric: str) -> list[dict]:
+    return [r for r in run["rounds"] if metric in r]
 
 
-def accuracy_per_round(runs: list[Run], path: Path) -> Path:
+LABELS = {"accuracy": "accuracy", "log_ppl": "log-perplexity (mean token NLL)"}
+
+
+def metric_per_round(
+    runs: list[Run], path: Path, metric: str = "accuracy", client_metric: str = "client_acc_mean"
+) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for run in runs:
-        rows = _evaluated(run)
-        ax.plot([r["round"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=f"{run['name']} global")
-        if rows and "client_acc_mean" in rows[0]:
+        rows = _evaluated(run, metric)
+        ax.plot([r["round"] for r in rows], [r[metric] for r in rows], marker="o", label=f"{run['name']} global")
+        if rows and client_metric in rows[0]:
             ax.plot(
                 [r["round"] for r in rows],
-                [r["client_acc_mean"] for r in rows],
+                [r[client_metric] for r in rows],
                 ls="--",
                 label=f"{run['name']} client mean",
             )
-    ax.set(xlabel="round", ylabel="accuracy", title="Accuracy per round")
+    label = LABELS.get(metric, metric)
+    ax.set(xlabel="round", ylabel=label, title=f"{label.split(' (')[0].capitalize()} per round")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
 
-def accuracy_per_second(runs: list[Run], path: Path) -> Path:
+def metric_per_second(runs: list[Run], path: Path, metric: str = "accuracy") -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for run in runs:
-        rows = _evaluated(run)
-        ax.plot([r["sim_elapsed_s"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=run["name"])
+        rows = _evaluated(run, metric)
+        ax.plot([r["sim_elapsed_s"] for r in rows], [r[metric] for r in rows], marker="o", label=run["name"])
+    label = LABELS.get(metric, metric)
     ax.set(
-        xlabel="simulated seconds (slowest device per round)", ylabel="accuracy", title="Accuracy per simulated second"
+        xlabel="simulated seconds (slowest device per round)",
+        ylabel=label,
+        title=f"{label.split(' (')[0].capitalize()} per simulated second",
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -97,15 +97,18 @@ def from_run(run_dir: Path) -> list[ClassifierModel]:
     sc, labels = run.scenario, run.scenario.bundle.label_names
     max_length = run.cfg.data.max_length
 
-    def make(private):
+    if run.cfg.task != "classify":
+        raise EdgefmError(f"--run {str(run_dir)!r}: a {run.cfg.task} run; robust judges classifiers (task classify)")
+
+    def make(private, client):
         def predict_fn(texts: list[str]) -> np.ndarray:
-            model = sc.strategy.model_for(sc.workbench, run.ckpt.state, private)
+            model = sc.strategy.model_for(sc.workbench, run.ckpt.state, private, client)
             enc = encode(texts, [0] * len(texts), sc.workbench.tokenizer, max_length)
             return predict(model, enc, sc.workbench.device)[0].numpy()
 
         return predict_fn
 
-    return [ClassifierModel(f"run:{run.run_dir.name}:{name}", labels, make(p)) for name, p in run.models()]
+    return [ClassifierModel(f"run:{run.run_dir.name}:{name}", labels, make(p, c)) for name, p, c in run.models()]
 
 
 def from_hf_folder(path: Path, max_length: int = 128) -> ClassifierModel:
