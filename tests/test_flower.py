@@ -232,3 +232,22 @@ def test_fedms_on_flower_matches_inprocess(tmp_path):
     assert b[-1]["client_acc_mean"] == pytest.approx(mixtures["mean"]["acc_mixture"], abs=1e-9)
     assert mixtures["mean"]["acc_mixture"] != mixtures["mean"]["acc_global"]  # which the check can tell apart
     assert out["private_on_nodes"] == [0, 1, 2] and out["private"] == {}
+
+
+@pytest.mark.slow
+def test_language_models_of_two_architectures_on_flower_match_inprocess(tmp_path):
+    """Each node builds the architecture its device trains; the server averages each one."""
+    from edgefm.fl import flower
+    from edgefm.fl.scenario import build
+    from test_lm import TINY as LM
+
+    cfg = config.load(
+        None, [*LM, "clients=3", "model.families=[llama, gpt2]", "model.finetune=lora", "flower.round_timeout=120"]
+    )
+    inproc = Engine(build(cfg)).run()
+    out = flower.run_simulation(cfg, tmp_path)
+    a, b = inproc["ledger"], out["ledger"]
+    for key in ("log_ppl", "token_acc", "client_log_ppl_mean"):
+        assert [r[key] for r in a.rounds] == pytest.approx([r[key] for r in b.rounds], abs=1e-6), key
+    assert [(r["arch"], r["bytes_up"]) for r in a.clients] == [(r["arch"], r["bytes_up"]) for r in b.clients]
+    assert len({r["arch"] for r in b.clients}) == 2

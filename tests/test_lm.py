@@ -235,3 +235,49 @@ def test_bad_language_model_input_is_one_line(tmp_path):
     for extra, fragment in cases:
         with pytest.raises(EdgefmError, match=fragment):
             build(config.load(None, [*TINY, *extra]))
+
+
+def test_own_text_and_own_model_folder_through_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgefm.cli import app
+    from edgefm.models.families import spec
+
+    notes = tmp_path / "notes.jsonl"
+    rows = [
+        {"body": f"note {i} about the {'markets' if i % 2 else 'football'} today", "topic": "ab"[i % 2]}
+        for i in range(40)
+    ]
+    notes.write_text("\n".join(__import__("json").dumps(r) for r in rows))
+    # a local causal-LM folder (as a user would have one) with its own tokenizer
+    tok = build_tokenizer("bpe:300", [r["body"] for r in rows])
+    folder = tmp_path / "mylm"
+    causal.build(spec("llama", "s", len(tok), 64), tok.pad_token_id, tok.eos_token_id, seed=0).lm.save_pretrained(
+        folder
+    )
+    tok.save_pretrained(folder)
+    runner = CliRunner()
+    out = tmp_path / "run"
+    sets = [
+        a
+        for o in [
+            *TINY,
+            "data.name=null",
+            f"data.path={notes}",
+            "data.text_column=body",
+            "data.domain_column=topic",
+            "model.name=path",
+            f"model.path={folder}",
+            "data.tokenizer=model",
+        ]
+        for a in ("--set", o)
+    ]
+    result = runner.invoke(app, ["train", "--out", str(out), *sets])
+    assert result.exit_code == 0, result.output
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    assert summary["architectures"] == {"path": 3} and set(k for k in summary if k.startswith("final_log_ppl/")) == {
+        "final_log_ppl/a",
+        "final_log_ppl/b",
+    }
+    bad = runner.invoke(app, ["train", "--out", str(tmp_path / "bad"), *sets[:-2], "--set", "data.tokenizer=bpe:400"])
+    assert bad.exit_code == 2 and "vocabulary has 300 tokens" in bad.output and not (tmp_path / "bad").exists()

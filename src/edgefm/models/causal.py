@@ -112,6 +112,21 @@ def build(a: ArchSpec, pad_id: int, eos_id: int, seed: int) -> CausalLM:
     return CausalLM(lm.eval(), a.name)
 
 
+def folder_tokenizer(path: str | Path):
+    """A local causal-LM folder's own tokenizer (with an end-of-text and a padding token)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as exc:
+        raise EdgefmError(f"model.path: {str(path)!r} has no usable tokenizer ({str(exc).splitlines()[0]})") from None
+    if tok.eos_token_id is None:
+        raise EdgefmError(f"model.path: {str(path)!r}: its tokenizer has no end-of-text token; expected one")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token  # padding is masked out, so any token id will do
+    return tok
+
+
 def from_folder(path: str | Path) -> CausalLM:
     """Any local transformers causal-LM folder (``AutoModelForCausalLM``)."""
     path = Path(path)

@@ -57,7 +57,12 @@ class LanguageModelling(Task):
         return bundle
 
     def setup(self, cfg: RunConfig, bundle: DataBundle):
-        tokenizer = build_tokenizer(cfg.data.tokenizer, list(bundle.train["text"]))
+        """``data.tokenizer: model`` is a local model folder's own tokenizer (``model.name=path``)
+        or, for the built-in families, MiniLM's WordPiece; ``bpe:N`` is trained on the text."""
+        if cfg.model.name == "path" and cfg.data.tokenizer == "model":
+            tokenizer = causal.folder_tokenizer(cfg.model.path)
+        else:
+            tokenizer = build_tokenizer(cfg.data.tokenizer, list(bundle.train["text"]))
         self.vocab = len(tokenizer)
         return tokenizer
 
@@ -74,6 +79,11 @@ class LanguageModelling(Task):
     def build(self, cfg: RunConfig, arch: str, tokenizer, bundle: DataBundle) -> nn.Module:
         if arch == "path":
             model, family = causal.from_folder(cfg.model.path), "path"
+            if model.lm.config.vocab_size < self.vocab:
+                raise EdgefmError(
+                    f"model.path: its vocabulary has {model.lm.config.vocab_size} tokens, the run's tokenizer "
+                    f"{self.vocab}; expected data.tokenizer=model (the folder's own)"
+                )
         else:
             a = self.spec(arch)
             family = a.family
