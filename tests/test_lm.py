@@ -78,9 +78,9 @@ def test_training_memory_known_answer():
     assert total == 2 * 1000 * 128 + 2 * (4 * 128 * 128 + 3 * 128 * 512 + 2 * 128) + 128
     m = F.training_memory(a, batch=2, length=10)
     assert m.weights == 4 * total and m.gradients == 4 * total and m.optimizer == 8 * total
-    # per token and layer: 4h (residuals, norms) + h (attention output) + 2 kv (k, v)
-    # + 2 ffn (gated MLP) + heads x length (attention probabilities); per token 2 x vocab logits
-    per_token = 2 * (5 * 128 + 2 * 128 + 2 * 512 + 4 * 10) + 2 * 1000
+    # per token and layer, Llama saves 5 hidden + 5 key/value + 4 MLP widths of floats; per token
+    # the log-softmax of the logits (vocab) and 3 hidden (embedding, final norm)
+    per_token = 2 * (5 * 128 + 5 * 128 + 4 * 512) + 1000 + 3 * 128
     assert m.activations == 4 * 2 * 10 * per_token
     lora = F.training_memory(a, batch=2, length=10, trained=100)
     assert lora.gradients == 400 and lora.optimizer == 800 and lora.weights == m.weights
@@ -97,10 +97,34 @@ def test_a_device_picks_the_largest_size_that_fits_or_declines():
     assert pick(need["s"]).arch == "llama-s"
     none = pick(need["s"] - 1)
     assert none.arch == "" and "no llama size fits" in none.reason and "llama-s needs" in none.reason
-    # real tiers, memory scaled by 0.01 (s needs 72 MiB, m 142, l 261): a low-end phone (15 MiB)
-    # fits nothing, a laptop (123 MiB) fits s, an edge server (154 MiB) m
-    scaled = {t: F.fit("llama", sizes, TIERS[t].memory_bytes * 0.01, 16, 64, 4000, 512).arch for t in TIERS}
-    assert scaled["low_end_phone"] == "" and scaled["laptop"] == "llama-s" and scaled["edge_server"] == "llama-m"
+    # real tiers, memory scaled by 0.02 (s needs 67 MiB, m 155, l 302): a low-end phone (31 MiB)
+    # fits nothing, a high-end phone (82) s, a laptop (246) m, an edge server (307) l
+    scaled = {t: F.fit("llama", sizes, TIERS[t].memory_bytes * 0.02, 16, 64, 4000, 512).arch for t in TIERS}
+    assert scaled["low_end_phone"] == "" and scaled["high_end_phone"] == "llama-s"
+    assert scaled["laptop"] == "llama-m" and scaled["edge_server"] == "llama-l"
+
+
+@pytest.mark.parametrize("family", F.FAMILIES)
+def test_activation_estimate_matches_what_autograd_saves(family):
+    """The estimate against the bytes of every tensor autograd keeps for backward (not weights)."""
+    for size, batch, length in (("s", 4, 48), ("m", 2, 96)):
+        a = F.spec(family, size, 900, 512)
+        model = causal.build(a, 0, 1, seed=0).train()
+        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        kept: dict[int, int] = {}
+
+        def pack(t):
+            ptr = t.untyped_storage().data_ptr()
+            if ptr not in weights:
+                kept[ptr] = max(kept.get(ptr, 0), t.untyped_storage().nbytes())
+            return t
+
+        ids = torch.randint(2, 900, (batch, length))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            logits = model(ids, torch.ones_like(ids))
+            nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 900), ids[:, 1:].reshape(-1))
+        estimate = F.training_memory(a, batch, length).activations
+        assert estimate == pytest.approx(sum(kept.values()), rel=0.03), (family, size)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "qwen3", "phi"])

@@ -110,20 +110,31 @@ class Memory:
         return self.weights + self.gradients + self.optimizer + self.activations
 
 
+# Floats autograd saves per token and layer for the backward pass, as a h + b kv + c ffn + d
+# heads x length (kv: the key/value width; ffn: an expert's width for a MoE). Fitted to the
+# tensors PyTorch 2.13 / transformers 5 actually save in float32 (``saved_tensors_hooks``, six
+# shapes per family; tests/test_lm.py checks every family and size against them). GPT-2's
+# attention keeps its probabilities (the d term); the others use fused attention.
+ACTIVATIONS = {
+    "gpt2": (5.0, 5.0, 5.0, 3.0),
+    "llama": (5.0, 5.0, 4.0, 0.0),
+    "qwen3": (9.64, 4.82, 4.0, 0.0),
+    "phi": (3.5, 3.5, 5.0, 0.0),
+    "qwen3_moe": (12.9, 6.44, 8.13, 0.0),
+}
+
+
 def training_memory(a: ArchSpec, batch: int, length: int, trained: int | None = None) -> Memory:
     """Bytes to train ``a`` on ``batch`` x ``length`` tokens: every weight, the gradient and the
-    two AdamW moments of the ``trained`` parameters (default: all), and the activations kept for
-    the backward pass. Per token and layer these are the inputs of every matmul (the residual
-    stream into attention and MLP, q, k, v, the attention output, the MLP's hidden units: two
-    widths for a gated MLP, one otherwise, and the active experts' for a MoE), the attention
-    probabilities (heads x length), and per token the logits and their softmax (2 x vocab)."""
+    two AdamW moments of the ``trained`` parameters (default: all), and the activations autograd
+    keeps for the backward pass: per token and layer :data:`ACTIVATIONS`, and per token the
+    log-softmax of the logits (vocab) and the embedding and final norm (3 x hidden). The
+    allocator's own overhead and transient buffers of the backward pass are not counted."""
     total, _ = param_counts(a)
     trained = total if trained is None else trained
-    kv_width = a.kv_heads * a.head_dim
-    gated = a.family not in ("gpt2", "phi")
-    hidden_units = (2 if gated else 1) * a.ffn * (a.active_experts or 1)
-    per_layer = 4 * a.hidden + a.hidden + 2 * kv_width + hidden_units + a.heads * length
-    per_token = a.layers * per_layer + 2 * a.vocab
+    ch, ckv, cffn, catt = ACTIVATIONS[a.family]
+    per_layer = ch * a.hidden + ckv * a.kv_heads * a.head_dim + cffn * a.ffn + catt * a.heads * length
+    per_token = a.layers * per_layer + a.vocab + 3 * a.hidden
     return Memory(
         weights=BYTES * total,
         gradients=BYTES * trained,
