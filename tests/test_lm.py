@@ -113,7 +113,7 @@ def test_activation_estimate_matches_what_autograd_saves(family):
         weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
         kept: dict[int, int] = {}
 
-        def pack(t):
+        def pack(t, weights=weights, kept=kept):
             ptr = t.untyped_storage().data_ptr()
             if ptr not in weights:
                 kept[ptr] = max(kept.get(ptr, 0), t.untyped_storage().nbytes())
@@ -305,3 +305,34 @@ def test_own_text_and_own_model_folder_through_the_cli(tmp_path):
     }
     bad = runner.invoke(app, ["train", "--out", str(tmp_path / "bad"), *sets[:-2], "--set", "data.tokenizer=bpe:400"])
     assert bad.exit_code == 2 and "vocabulary has 300 tokens" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_public_split_is_disjoint_from_every_device_and_from_the_test_text():
+    sc = build(config.load(None, [*TINY, "data.public_fraction=0.25"]))
+    assert sc.public is not None and len(sc.public) > 0
+    rows = [set(c.train_index) | set(c.test_index) for c in sc.clients]
+    held = set(range(len(sc.bundle.train))) - set().union(*rows)
+    assert len(held) == round(0.25 * len(sc.bundle.train))  # the server's documents, no device's
+    public_text = {sc.bundle.train["text"][i] for i in held}
+    assert not public_text & set(sc.bundle.test["text"])
+    assert build(config.load(None, TINY)).public is None
+
+
+def test_bad_input_through_the_cli_is_one_line_exit_2_nothing_written(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgefm.cli import app
+
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("body\n1\n2\n3\n")
+    for extra, fragment in (
+        (["data.name=null", f"data.path={numbers}", "data.text_column=body"], "not text"),
+        (["data.block_length=0"], "data.block_length"),
+        (["data.tokenizer=wordpiece"], "data.tokenizer"),
+    ):
+        out = tmp_path / "run"
+        sets = [a for o in [*TINY, *extra] for a in ("--set", o)]
+        result = CliRunner().invoke(app, ["train", "--out", str(out), *sets])
+        lines = [x for x in result.output.strip().splitlines() if x.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], result.output
+        assert not out.exists()
