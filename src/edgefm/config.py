@@ -189,6 +189,9 @@ class AlgorithmConfig:
     def strategy_class(cls) -> type:
         return registry.resolve(cls.strategy)
 
+    def check(self, run: RunConfig) -> None:
+        """Constraints between the method and the rest of the run (default: none)."""
+
     @classmethod
     def resolve_class(cls, raw: dict, prefix: str) -> type:
         """The registered config class that ``raw["name"]`` names (how ``build`` types the section)."""
@@ -224,6 +227,7 @@ class RunConfig:
         check_range("clients", self.clients, lo=1)
         check_range("fraction", self.fraction, lo=0.0, hi=1.0, open_lo=True)
         check_range("eval_every", self.eval_every, lo=1)
+        self.algorithm.check(self)
         if self.task not in type(self.algorithm).tasks:
             raise ConfigError(
                 f"task: algorithm {self.algorithm.name!r} does not train {self.task!r}; expected one of "

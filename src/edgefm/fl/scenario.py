@@ -92,4 +92,5 @@ def build(cfg: RunConfig) -> Scenario:
     test = task.encode(tokenizer, bundle.test, np.arange(len(bundle.test)), cfg)
     public = encode(public_rows) if len(public_rows) else None
     clients, devices = strategy.population(clients, devices, workbench)
+    strategy.server_data(public)
     return Scenario(cfg, bundle, devices, clients, test, workbench, strategy, task, public)

@@ -143,6 +143,7 @@ class Engine:
             first = next(iter(dropped.values()))
             raise EdgefmError(f"round {rnd}: every client failed; first error: {first}")
         updates = [replies[cid].update for cid in tasks if cid not in dropped]
+        strategy.round_metrics = {}
         result = strategy.aggregate(rnd, state, updates, tasks)
         for cid, task in tasks.items():
             device, reply = sc.devices[cid], replies[cid]
@@ -177,6 +178,7 @@ class Engine:
         if rnd % cfg.eval_every == 0 or rnd == cfg.rounds:
             server = strategy.evaluate_server(state, sc.workbench, sc.test)
             metrics = combine_metrics(server, self.transport.evaluate_clients(rnd, state))
+        metrics.update(strategy.round_metrics)  # e.g. the server's own work in the round
         summary = ledger.close_round(rnd, metrics, time.perf_counter() - t0)
         if run_dir is not None:
             with open(Path(run_dir) / "metrics.jsonl", "a") as fh:

@@ -125,6 +125,7 @@ class Strategy(ABC):
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.algo = cfg.algorithm
+        self.round_metrics: dict[str, float] = {}  # server-side figures of the last aggregation
 
     # -- training -------------------------------------------------------------------------
     @abstractmethod
@@ -175,6 +176,10 @@ class Strategy(ABC):
         """The clients and devices that take part, and with which models (default: every client
         on its own device, with the run's one model)."""
         return clients, devices
+
+    def server_data(self, public: Encoded | None) -> None:
+        """The public data the server holds (``data.public_fraction``), for methods that use it."""
+        self.public = public
 
     # -- the models a run ends with -------------------------------------------------------
     def load_state(self, workbench, state: Tensors) -> None:

@@ -108,6 +108,22 @@ class TextClassifier(nn.Module):
         return self.head(self.dropout(self.pooled(input_ids, attention_mask)))
 
 
+@torch.no_grad()
+def sentence_embeddings(backbone: Backbone, texts: list[str], max_length: int = 256, batch: int = 64) -> torch.Tensor:
+    """(N, hidden) unit-length sentence embeddings: the encoder's mask-weighted mean hidden state,
+    the way all-MiniLM-L6-v2 embeds sentences."""
+    backbone.encoder.eval()
+    out = []
+    for start in range(0, len(texts), batch):
+        enc = backbone.tokenizer(
+            texts[start : start + batch], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        )
+        h = backbone.encoder(**enc).last_hidden_state
+        w = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+        out.append(nn.functional.normalize((h * w).sum(1) / w.sum(1), dim=-1))
+    return torch.cat(out) if out else torch.zeros(0, backbone.hidden_size)
+
+
 def build_backbone(name: str, path: str | None = None, seed: int = 0) -> Backbone:
     from edgefm import registry
 

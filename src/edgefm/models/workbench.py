@@ -129,6 +129,8 @@ class Workbench:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for _ in range(train.epochs):
+                if train.max_steps is not None and steps >= train.max_steps:
+                    break  # no more epochs of shuffling once the step budget is spent
                 for batch in data.batches(train.batch_size, generator=generator, shuffle=True):
                     if train.max_steps is not None and steps >= train.max_steps:
                         break

@@ -154,21 +154,10 @@ class ZeroShotModel:
         self.max_length = max_length
         self.name = "zero-shot:minilm"
 
-    @torch.no_grad()
     def embed(self, texts: list[str]) -> torch.Tensor:
-        tok, out = self.backbone.tokenizer, []
-        for start in range(0, len(texts), 64):
-            batch = tok(
-                texts[start : start + 64],
-                truncation=True,
-                max_length=self.max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            h = self.backbone.encoder(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            out.append(torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1))
-        return torch.cat(out) if out else torch.zeros(0, self.backbone.hidden_size)
+        from edgefm.models.backbones import sentence_embeddings
+
+        return sentence_embeddings(self.backbone, texts, self.max_length)
 
     def applicable(self, suite: Suite) -> str | None:
         return (
