@@ -1,5 +1,6 @@
-"""Every registered method, end to end through the CLI as a user types it: train 2 rounds on the
-tiny config, then ``robust --run`` and ``export`` on the run folder. The final figures are pinned
+"""Every registered method, end to end through the CLI as a user types it, on each task it trains:
+a classifier 2 rounds on the tiny config, then ``robust --run`` and ``export`` on the run folder;
+a language model, then ``export`` and ``generate``. The final figures are pinned
 (torchtune-style golden numbers), so a silent change in any method's numerics fails here, and a
 method registered later is covered the day it is registered: it fails until its figures are
 pinned below."""
@@ -97,7 +98,15 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("name", registry.names("algorithm"))
+CLASSIFY_METHODS = [n for n in registry.names("algorithm") if "classify" in registry.get("algorithm", n).tasks]
+
+
+def test_every_registered_method_is_covered_by_a_task():
+    lm = [n for n in registry.names("algorithm") if "lm" in registry.get("algorithm", n).tasks]
+    assert set(CLASSIFY_METHODS) | set(lm) == set(registry.names("algorithm"))
+
+
+@pytest.mark.parametrize("name", CLASSIFY_METHODS)
 def test_train_then_robust_and_export(tmp_path, name):
     assert name in GOLDEN, f"algorithm {name!r} is registered: pin its tiny-config figures in GOLDEN"
     runner, run = CliRunner(), tmp_path / "run"
@@ -163,8 +172,25 @@ LM = [
     "train.max_steps=4",
     "train.lr=0.003",
 ]
+# one-shot methods need their own shape of run: one round, public text on the server
+EXTRA_LM = {
+    "deepfusion": [
+        "rounds=1",
+        "data.public_fraction=0.25",
+        "algorithm.experts=2",
+        "algorithm.local_steps=4",
+        "algorithm.distill_steps=3",
+        "algorithm.merge_steps=2",
+    ],
+    # one global MoE of two experts; each device trains both
+    "fedjets": ["model.name=qwen3_moe", "model.experts=2"],
+}
 LM_METHODS = [n for n in registry.names("algorithm") if "lm" in registry.get("algorithm", n).tasks]
 GOLDEN_LM = {
+    "fedjets": dict(
+        log_ppl=5.649253385592664, token_acc=0.02605329760309662, bytes_up=24950832, clients=3, arch="qwen3_moe-s-e2"
+    ),
+    "deepfusion": dict(log_ppl=6.1113636231376285, token_acc=0.024713413726365936, bytes_up=8146944, clients=3),
     "centralized": dict(log_ppl=5.875770026735559, token_acc=0.025160041685276163, bytes_up=96774, clients=1),
     "fedavg": dict(log_ppl=5.657886297517861, token_acc=0.02605329760309662, bytes_up=16284672, clients=3),
     "fedprox": dict(log_ppl=5.65861960040932, token_acc=0.02605329760309662, bytes_up=16284672, clients=3),
@@ -176,7 +202,7 @@ GOLDEN_LM = {
 def test_language_model_train_then_export_and_generate(tmp_path, name):
     assert name in GOLDEN_LM, f"algorithm {name!r} trains language models: pin its figures in GOLDEN_LM"
     runner, run = CliRunner(), tmp_path / "run"
-    sets = [a for o in [*LM, f"algorithm.name={name}"] for a in ("--set", o)]
+    sets = [a for o in [*LM, f"algorithm.name={name}", *EXTRA_LM.get(name, [])] for a in ("--set", o)]
     result = runner.invoke(app, ["train", "--out", str(run), *sets])
     assert result.exit_code == 0, result.output
     rounds = lines(run / "metrics.jsonl")
@@ -187,7 +213,8 @@ def test_language_model_train_then_export_and_generate(tmp_path, name):
     assert last["ppl"] >= math.exp(last["log_ppl"]) * (1 - 1e-12)
     assert sum(r["bytes_up"] for r in rounds) == want["bytes_up"]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["final_log_ppl"] == last["log_ppl"] and summary["architectures"] == {"llama-s": want["clients"]}
+    arch = want.get("arch", "llama-s")  # the architecture the devices train
+    assert summary["final_log_ppl"] == last["log_ppl"] and summary["architectures"] == {arch: want["clients"]}
     assert (run / "tokenizer" / "tokenizer.json").is_file()
     result = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "e.json")])
     assert result.exit_code == 0, result.output

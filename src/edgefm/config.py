@@ -102,8 +102,12 @@ class ModelConfig:
     # memory), and the families devices are spread over (default: just ``name``)
     sizes: tuple[Literal["s", "m", "l"], ...] = ("s", "m", "l")
     families: tuple[str, ...] = ()
+    # qwen3_moe only: > 0 builds a MoE of this many experts, each as wide as a dense qwen3's whole
+    # MLP (the layout DeepFusion assembles); 0: the family's own fine-grained experts
+    experts: int = 0
 
     def __post_init__(self) -> None:
+        check_range("model.experts", self.experts, lo=0)
         if self.name == "path" and not self.path:
             raise ConfigError("model.path: required when model.name=path; expected a local model folder")
         if not self.sizes:
@@ -227,18 +231,20 @@ class RunConfig:
         check_range("clients", self.clients, lo=1)
         check_range("fraction", self.fraction, lo=0.0, hi=1.0, open_lo=True)
         check_range("eval_every", self.eval_every, lo=1)
-        self.algorithm.check(self)
         if self.task not in type(self.algorithm).tasks:
             raise ConfigError(
                 f"task: algorithm {self.algorithm.name!r} does not train {self.task!r}; expected one of "
                 f"{', '.join(type(self.algorithm).tasks)}"
             )
+        self.algorithm.check(self)
         if self.task == "lm":
             for family in (self.model.name, *self.model.families):
                 if family != "path" and family not in FAMILIES:
                     raise ConfigError(
                         f"model.name: {family!r} is not a causal-LM family; expected one of {', '.join(FAMILIES)} or path"
                     )
+        if self.model.experts and "qwen3_moe" not in (self.model.name, *self.model.families):
+            raise ConfigError(f"model.experts: {self.model.experts}; only a qwen3_moe model has experts to set")
 
 
 # ----------------------------------------------------------------------------- loading

@@ -102,3 +102,96 @@ class RaFFMConfig(AlgorithmConfig):
         if not self.step_budget_s > 0:
             raise ConfigError(f"algorithm.step_budget_s: {self.step_budget_s!r}; expected a positive number of seconds")
         check_range("algorithm.budget_seq_len", self.budget_seq_len, lo=1)
+
+
+@register("algorithm", "deepfusion")
+@dataclass(frozen=True)
+class DeepFusionConfig(AlgorithmConfig):
+    """DeepFusion (Li et al., arXiv 2602.14301): one-shot distillation of heterogeneous on-device
+    LMs into a global mixture of experts, through View-Aligned Attention."""
+
+    strategy = "edgefm.algorithms.deepfusion:DeepFusion"
+    tasks = ("lm",)
+    name: str = "deepfusion"
+    experts: int = 4  # K: experts of the global MoE, = knowledge domains (clusters of devices)
+    moe_size: Literal["s", "m", "l"] = "s"  # the dense base (qwen3 of this size) each expert comes from
+    local_steps: int = 40  # a device's training steps on its own text (its one round)
+    embed_dim: int = 16  # device embeddings reduced by PCA on the server (0: the raw 384 dimensions)
+    clustering: Literal["kmeans", "none"] = "kmeans"  # none: one proxy per architecture
+    distill: Literal["vaa", "linear", "fedmkt", "ofa"] = "vaa"  # Phase II: the method and its baselines
+    alpha: float = 1.0  # feature-matching weight (ofa: stage projectors' weight)
+    beta: float = 1.0  # logit-distillation weight
+    temperature: float = 1.0
+    stages: int = 4  # J (capped by the shallower model's depth)
+    patches: int = 64  # Pq
+    vaa_width: int = 256  # d
+    vaa_heads: int = 4
+    vaa_residual: bool = False
+    distill_steps: int = 60
+    distill_lr: float = 2e-3
+    vaa_lr: float = 1e-3
+    merge_steps: int = 40  # Phase III: router and shared layers fine-tuned, experts frozen
+    merge_lr: float = 5e-4
+    balance: float = 0.01  # load-balancing loss coefficient
+    fedmkt_top_k: int = 128  # logits a FedMKT teacher keeps per token
+
+    def __post_init__(self) -> None:
+        for key in (
+            "experts",
+            "local_steps",
+            "stages",
+            "patches",
+            "vaa_width",
+            "vaa_heads",
+            "distill_steps",
+            "fedmkt_top_k",
+        ):
+            check_range(f"algorithm.{key}", getattr(self, key), lo=1)
+        check_range("algorithm.embed_dim", self.embed_dim, lo=0)
+        check_range("algorithm.merge_steps", self.merge_steps, lo=0)
+        for key in ("alpha", "beta", "balance"):
+            check_range(f"algorithm.{key}", getattr(self, key), lo=0.0)
+        for key in ("temperature", "distill_lr", "vaa_lr", "merge_lr"):
+            check_range(f"algorithm.{key}", getattr(self, key), lo=0.0, open_lo=True)
+        if self.vaa_width % self.vaa_heads:
+            raise ConfigError(
+                f"algorithm.vaa_width: {self.vaa_width} is not a multiple of vaa_heads ({self.vaa_heads})"
+            )
+
+    def check(self, run) -> None:
+        if run.rounds != 1:
+            raise ConfigError(f"rounds: {run.rounds}; deepfusion is one-shot: every device uploads once (rounds=1)")
+        if run.data.public_fraction <= 0:
+            raise ConfigError(
+                "data.public_fraction: 0.0; deepfusion distils on public data held by the server: expected > 0"
+            )
+        if self.experts > run.clients:
+            raise ConfigError(
+                f"algorithm.experts: {self.experts} exceeds the {run.clients} devices; expected at most one per device"
+            )
+        if run.model.finetune != "full":
+            raise ConfigError("model.finetune: deepfusion's devices upload whole models; expected full")
+
+
+@register("algorithm", "fedjets")
+@dataclass(frozen=True)
+class FedJetsConfig(AlgorithmConfig):
+    """FedJETS-style federated MoE (Dun et al., arXiv 2306.08586): each device trains the shared
+    layers and the experts its text routes to most; DeepFusion's multi-round baseline."""
+
+    strategy = "edgefm.algorithms.fedjets:FedJets"
+    tasks = ("lm",)
+    name: str = "fedjets"
+    active: int = 2  # experts a device downloads and trains each round
+
+    def __post_init__(self) -> None:
+        check_range("algorithm.active", self.active, lo=1)
+
+    def check(self, run) -> None:
+        if run.model.name != "qwen3_moe" or run.model.families or run.model.experts < 2:
+            raise ConfigError(
+                f"model.name: {run.model.name!r}; fedjets trains one global MoE: expected model.name=qwen3_moe, "
+                "no model.families, model.experts >= 2"
+            )
+        if self.active > run.model.experts:
+            raise ConfigError(f"algorithm.active: {self.active} exceeds model.experts ({run.model.experts})")

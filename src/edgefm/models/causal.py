@@ -85,6 +85,7 @@ def _config(a: ArchSpec, pad_id: int, eos_id: int):
             moe_intermediate_size=a.ffn,
             num_experts=a.experts,
             num_experts_per_tok=a.active_experts,
+            norm_topk_prob=True,  # routing weights renormalised over the chosen experts
             decoder_sparse_step=1,
             mlp_only_layers=[],
             head_dim=a.head_dim,

@@ -16,7 +16,7 @@ the backward pass (:func:`training_memory`). Everything here is arithmetic on an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 BYTES = 4  # float32 everywhere (weights, gradients, optimizer moments, activations)
 SIZES = ("s", "m", "l")
@@ -42,6 +42,8 @@ class ArchSpec:
 
     @property
     def name(self) -> str:
+        if self.family == "qwen3_moe" and self.ffn == _DIMS[self.size][3]:  # full-width experts
+            return f"{self.family}-{self.size}-e{self.experts}"
         return f"{self.family}-{self.size}"
 
     @property
@@ -65,9 +67,20 @@ def spec(family: str, size: str, vocab: int, positions: int) -> ArchSpec:
 
 
 def parse(name: str, vocab: int, positions: int) -> ArchSpec:
-    """``"llama-m"`` -> its ArchSpec."""
+    """``"llama-m"`` -> its ArchSpec; ``"qwen3_moe-s-e8"``: a MoE of 8 experts, each as wide as
+    the whole MLP of a dense ``qwen3-s`` (the MoE that dense models are assembled into), top-2."""
+    parts = name.split("-")
+    if len(parts) == 3 and parts[0] == "qwen3_moe" and parts[2].startswith("e") and parts[2][1:].isdigit():
+        dense = spec("qwen3", parts[1], vocab, positions)
+        experts = int(parts[2][1:])
+        return replace(dense, family="qwen3_moe", experts=experts, active_experts=min(MOE_ACTIVE, experts))
     family, _, size = name.rpartition("-")
     return spec(family, size, vocab, positions)
+
+
+def moe_name(size: str, experts: int) -> str:
+    """The name :func:`parse` reads as a MoE of ``experts`` full-width experts of ``qwen3-size``."""
+    return f"qwen3_moe-{size}-e{experts}"
 
 
 def param_counts(a: ArchSpec) -> tuple[int, int]:
@@ -159,18 +172,26 @@ def fit(
     vocab: int,
     positions: int,
     trained: dict[str, int] | None = None,
+    experts: int = 0,
 ) -> Fit:
     """The largest of ``sizes`` of ``family`` whose training memory fits ``memory_bytes``.
-    ``trained``: parameters trained per architecture name, when not all of them (LoRA)."""
+    ``trained``: parameters trained per architecture name, when not all of them (LoRA);
+    ``experts``: a qwen3_moe of that many full-width experts (:func:`moe_name`)."""
     ordered = sorted(sizes, key=SIZES.index, reverse=True)
+
+    def spec_of(size: str) -> ArchSpec:
+        if family == "qwen3_moe" and experts:
+            return parse(moe_name(size, experts), vocab, positions)
+        return spec(family, size, vocab, positions)
+
     estimates = {}
     for size in ordered:
-        a = spec(family, size, vocab, positions)
+        a = spec_of(size)
         need = training_memory(a, batch, length, (trained or {}).get(a.name)).total
         estimates[a.name] = need
         if need <= memory_bytes:
             return Fit(a.name, need)
-    smallest = spec(family, ordered[-1], vocab, positions).name
+    smallest = spec_of(ordered[-1]).name
     return Fit(
         "",
         estimates[smallest],

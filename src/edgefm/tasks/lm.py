@@ -71,7 +71,8 @@ class LanguageModelling(Task):
             return ["path"]
         families = cfg.model.families or (cfg.model.name,)
         sizes = sorted(cfg.model.sizes, key=F.SIZES.index, reverse=True)
-        return [f"{f}-{s}" for f in families for s in sizes]
+        experts = cfg.model.experts
+        return [F.moe_name(s, experts) if f == "qwen3_moe" and experts else f"{f}-{s}" for f in families for s in sizes]
 
     def spec(self, arch: str) -> F.ArchSpec:
         return F.parse(arch, self.vocab, POSITIONS)
@@ -125,6 +126,7 @@ class LanguageModelling(Task):
                 self.vocab,
                 POSITIONS,
                 {k: v for k, v in trained.items() if v is not None},
+                cfg.model.experts,
             )
         return out
 
