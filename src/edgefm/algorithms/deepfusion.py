@@ -25,7 +25,9 @@ Li, Hu, Abdelmoniem, Min, Huang, Huang, "DeepFusion" (arXiv 2602.14301). One rou
   cross-entropy + ``balance`` x the load-balancing loss).
 
 Everyone's model after the round is the MoE. The server's seconds per phase are in the round's
-metrics. Choices the paper leaves open are the project's (see the config's help).
+metrics, with how close Phase II brought the students to their teachers (``phase2_kl``,
+``phase2_student_ce`` against ``phase2_teacher_ce``, on the first public blocks; fedmkt and ofa
+are measured against the cluster's own proxy too). Choices the paper leaves open are the project's (see the config's help).
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class DeepFusion(FedAvg):
         t1 = time.perf_counter()
         students = [self.distil(i, arch, proxy, proxies) for i, (arch, proxy) in enumerate(proxies)]
         t2 = time.perf_counter()
+        gaps = [self.fidelity(arch, proxy, student) for (arch, proxy), student in zip(proxies, students, strict=True)]
         moe = self.fuse(students)
         t3 = time.perf_counter()
         self.round_metrics = {
@@ -131,6 +134,8 @@ class DeepFusion(FedAvg):
             "clusters": float(len(clusters)),
         }
         self.round_metrics.update({f"cluster_{i}_devices": float(len(m)) for i, (_, m) in enumerate(clusters)})
+        for key in ("teacher_ce", "student_ce", "kl"):  # how close Phase II brought each student
+            self.round_metrics[f"phase2_{key}"] = float(np.mean([g[key] for g in gaps]))
         return {self.prefix(self.moe_arch) + k: v for k, v in moe.items()}
 
     def cluster(self, updates: list[ClientUpdate], tasks: dict[int, ClientTask]) -> list[tuple[str, list[int]]]:
@@ -232,6 +237,26 @@ class DeepFusion(FedAvg):
                 loss.backward()
                 opt.step()
         return {k: v.detach().clone() for k, v in student.state_dict().items()}
+
+    @torch.no_grad()
+    def fidelity(self, arch: str, proxy: Tensors, student: Tensors, batches: int = 4) -> dict[str, float]:
+        """On the first public blocks: the teacher's and the student's next-token cross-entropy and
+        KL(teacher || student), per token (the gap distillation left)."""
+        teacher = self.teacher(arch, proxy)
+        model = self.student()
+        model.load_state_dict(student)
+        model.eval()
+        sums = {"teacher_ce": 0.0, "student_ce": 0.0, "kl": 0.0}
+        seen = 0
+        for _, batch in zip(range(batches), self.public.batches(self.cfg.train.batch_size), strict=False):
+            batch = batch.to(self.workbench.device)
+            ids, mask = batch.input_ids, batch.attention_mask
+            t, s_ = teacher(ids, mask), model(ids, mask)
+            sums["teacher_ce"] += distill.next_token_ce(t, ids, mask).item()
+            sums["student_ce"] += distill.next_token_ce(s_, ids, mask).item()
+            sums["kl"] += distill.kl_loss(s_, t, mask).item()
+            seen += 1
+        return {k: v / max(seen, 1) for k, v in sums.items()}
 
     @torch.no_grad()
     def best_teacher(self, proxies: list[tuple[str, Tensors]], ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

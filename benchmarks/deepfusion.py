@@ -1,0 +1,177 @@
+"""DeepFusion against its baselines: writes benchmarks/results/deepfusion.{json,md}.
+
+BBC News (5 topics) plus PubMedQA (medicine) as six knowledge domains, 600 documents, a fifth of
+them public on the server; devices skewed by domain and uneven in size (Dirichlet alpha 0.3);
+BPE 4,000, 64-token blocks. Devices run three families (gpt2, llama, qwen3), each the largest
+size (s or m) that fits its memory (scaled by 0.2). Every method through the same runtime and
+ledger, scored on the same pooled test documents:
+
+- DeepFusion (VAA), one upload per device; its ablations: linear feature matching, devices of
+  one family (llama), one proxy per architecture (no clustering); its KD baselines on the same
+  Phase I and III: FedMKT-style logit KD, OFA-KD-style;
+- FedJETS-style federated MoE, ``--jets-rounds`` rounds of a 2-expert slice per device;
+- centralized training of the same MoE on the pooled device text (the upper bound).
+
+DeepFusion, FedJETS and centralized run at every ``--devices``; the ablations and KD baselines at
+``--ablate-at`` devices.
+
+    python -m benchmarks.deepfusion --devices 8,16 --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._common import RESULTS, ROOT, machine, table, train_run
+
+EXPERTS = 4
+COMMON = [
+    "task=lm",
+    "data.name=bbcnews+pubmedqa",
+    "data.max_train=600",
+    "data.max_test=100",
+    "data.tokenizer=bpe:4000",
+    "data.block_length=64",
+    "data.public_fraction=0.2",
+    "partition.alpha=0.3",
+    "train.batch_size=16",
+    "train.lr=0.002",
+    "model.finetune=full",
+    "edge.memory_scale=0.2",
+]
+HETERO = ["model.name=llama", "model.families=[gpt2, llama, qwen3]", "model.sizes=[s, m]"]
+DF = [
+    "rounds=1",
+    "algorithm.name=deepfusion",
+    f"algorithm.experts={EXPERTS}",
+    "algorithm.distill_steps=30",
+    "algorithm.merge_steps=20",
+]
+MOE = ["model.name=qwen3_moe", "model.sizes=[s]", f"model.experts={EXPERTS}"]
+MAIN = {
+    "DeepFusion (VAA)": [*HETERO, *DF],
+    "FedJETS-style fed. MoE": [*MOE, "algorithm.name=fedjets"],
+    "centralized MoE (upper bound)": [*MOE, "rounds=1", "algorithm.name=centralized"],
+}
+ABLATIONS = {
+    "KD baseline: FedMKT-style": [*HETERO, *DF, "algorithm.distill=fedmkt"],
+    "KD baseline: OFA-KD-style": [*HETERO, *DF, "algorithm.distill=ofa"],
+    "ablation: linear FM (no VAA)": [*HETERO, *DF, "algorithm.distill=linear"],
+    "ablation: llama devices only": ["model.name=llama", "model.sizes=[s, m]", *DF],
+    "ablation: no clustering": [*HETERO, *DF, "algorithm.clustering=none"],
+}
+
+
+def overrides(method: str, extra: list[str], n: int, seed: str, args) -> list[str]:
+    out = [*COMMON, f"seed={seed}", f"clients={n}", *extra, f"algorithm.local_steps={args.steps}"]
+    if "fedjets" in " ".join(extra):
+        out = [o for o in out if not o.startswith("algorithm.local_steps")]
+        out += [f"rounds={args.jets_rounds}", f"eval_every={args.jets_rounds}", f"train.max_steps={args.steps}"]
+    if "centralized" in " ".join(extra):  # the devices' steps, on the pooled text
+        out = [o for o in out if not o.startswith("algorithm.local_steps")]
+        out += [f"train.max_steps={args.steps * n}"]
+    return out
+
+
+def row_of(method: str, n: int, done: list[dict]) -> dict:
+    def mean(key: str) -> float:
+        vals = [d[key] for d in done if d.get(key) is not None]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    log_ppl = [d["log_ppl"] for d in done]
+    return {
+        "devices": n,
+        "method": method,
+        "seeds": len(done),
+        "test log-ppl": float(np.mean(log_ppl)),
+        "±std": float(np.std(log_ppl)),
+        "token acc": mean("token_acc"),
+        "medicine log-ppl": mean("log_ppl/medicine"),
+        "news log-ppl": mean("news_log_ppl"),
+        "MB up": mean("mb_up"),
+        "MB down": mean("mb_down"),
+        "device peak MiB": mean("peak_mib"),
+        "server s I/II/III": "/".join(f"{mean(f'server_s_phase{k}'):.1f}" for k in (1, 2, 3))
+        if done[0].get("server_s_phase1") is not None
+        else "",
+        "Phase II KL": mean("phase2_kl"),
+    }
+
+
+def measure(out: Path) -> dict:
+    rounds = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    clients = [json.loads(x) for x in (out / "clients.jsonl").read_text().splitlines()]
+    last = rounds[-1]
+    news = [v for k, v in last.items() if k.startswith("log_ppl/") and k != "log_ppl/medicine"]
+    return {
+        **{k: v for k, v in last.items() if not k.startswith(("ppl/", "token_acc/"))},
+        "news_log_ppl": float(np.mean(news)) if news else None,
+        "mb_up": sum(r["bytes_up"] for r in rounds) / 1e6,
+        "mb_down": sum(r["bytes_down"] for r in rounds) / 1e6,
+        "peak_mib": max((c.get("memory_mb", 0.0) for c in clients if c["status"] == "ok"), default=0.0),
+        "architectures": json.loads((out / "summary.json").read_text()).get("architectures", {}),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--devices", default="8,16")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--ablate-at", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=30, help="a device's training steps (FedJETS: per round)")
+    ap.add_argument("--jets-rounds", type=int, default=3)
+    ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench-deepfusion")
+    args = ap.parse_args()
+    rows, raw = [], []
+    for n in [int(x) for x in args.devices.split(",")]:
+        methods = {**MAIN, **(ABLATIONS if n == args.ablate_at else {})}
+        for method, extra in methods.items():
+            done = []
+            for seed in args.seeds.split(","):
+                slug = "".join(c if c.isalnum() else "_" for c in method)
+                out = args.runs_dir / f"n{n}-{slug}-s{seed}"
+                train_run(overrides(method, extra, n, seed, args), out)
+                m = measure(out)
+                raw.append({"devices": n, "method": method, "seed": seed, **m})
+                done.append(m)
+                print(n, method, seed, round(m["log_ppl"], 4), flush=True)
+            rows.append(row_of(method, n, done))
+    write(args, rows, raw)
+
+
+def write(args, rows: list[dict], raw: list[dict]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    m = machine()
+    (RESULTS / "deepfusion.json").write_text(
+        json.dumps(
+            {"machine": m, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "runs": raw}, indent=1
+        )
+    )
+    lines = [
+        "# DeepFusion: heterogeneous device LMs fused into one MoE, against its baselines",
+        "",
+        f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Seeds {args.seeds}. BBC News + PubMedQA "
+        f"(6 domains), 600 documents (a fifth public), BPE 4,000, 64-token blocks, Dirichlet 0.3 over domains; a "
+        f"MoE of {EXPERTS} qwen3-s experts (top-2), Phase II 30 steps per student, Phase III 20; devices train {args.steps} steps of 16 blocks (FedJETS: per round, "
+        f"{args.jets_rounds} rounds; centralized: {args.steps} x devices steps on the pooled text). Regenerate: "
+        f"`python -m benchmarks.deepfusion --devices {args.devices} --seeds {args.seeds}`.",
+        "",
+        *table(rows),
+        "",
+        "test log-ppl: mean token negative log-likelihood of the final MoE on the pooled test documents (lower is "
+        "better; ±std over seeds); medicine / news: on the PubMedQA and the BBC News test text. MB up/down: totals "
+        "over the run, all devices. device peak MiB: the largest training-memory estimate of any device. server s: "
+        "the server's seconds in Phase I/II/III (this machine). Phase II KL: mean per-token KL(teacher || student) "
+        "after distillation, on public blocks.",
+        "",
+    ]
+    (RESULTS / "deepfusion.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
