@@ -2,7 +2,7 @@
 
 BBC News (5 topics) plus PubMedQA (medicine) as six knowledge domains, 600 documents, a fifth of
 them public on the server; devices skewed by domain and uneven in size (Dirichlet alpha 0.3);
-BPE 4,000, 64-token blocks. Devices run three families (gpt2, llama, qwen3), each the largest
+BPE 1,000, 64-token blocks, learning rate 0.005. Devices run three families (gpt2, llama, qwen3), each the largest
 size (s or m) that fits its memory (scaled by 0.2). Every method through the same runtime and
 ledger, scored on the same pooled test documents:
 
@@ -34,12 +34,12 @@ COMMON = [
     "data.name=bbcnews+pubmedqa",
     "data.max_train=600",
     "data.max_test=100",
-    "data.tokenizer=bpe:4000",
+    "data.tokenizer=bpe:1000",
     "data.block_length=64",
     "data.public_fraction=0.2",
     "partition.alpha=0.3",
     "train.batch_size=16",
-    "train.lr=0.002",
+    "train.lr=0.005",
     "model.finetune=full",
     "edge.memory_scale=0.2",
 ]
@@ -48,7 +48,7 @@ DF = [
     "rounds=1",
     "algorithm.name=deepfusion",
     f"algorithm.experts={EXPERTS}",
-    "algorithm.distill_steps=30",
+    "algorithm.distill_steps=40",
     "algorithm.merge_steps=20",
 ]
 MOE = ["model.name=qwen3_moe", "model.sizes=[s]", f"model.experts={EXPERTS}"]
@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--devices", default="8,16")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--ablate-at", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=30, help="a device's training steps (FedJETS: per round)")
+    ap.add_argument("--steps", type=int, default=40, help="a device's training steps (FedJETS: per round)")
     ap.add_argument("--jets-rounds", type=int, default=3)
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench-deepfusion")
     args = ap.parse_args()
@@ -155,8 +155,8 @@ def write(args, rows: list[dict], raw: list[dict]) -> None:
         "# DeepFusion: heterogeneous device LMs fused into one MoE, against its baselines",
         "",
         f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Seeds {args.seeds}. BBC News + PubMedQA "
-        f"(6 domains), 600 documents (a fifth public), BPE 4,000, 64-token blocks, Dirichlet 0.3 over domains; a "
-        f"MoE of {EXPERTS} qwen3-s experts (top-2), Phase II 30 steps per student, Phase III 20; devices train {args.steps} steps of 16 blocks (FedJETS: per round, "
+        f"(6 domains), 600 documents (a fifth public), BPE 1,000, 64-token blocks, lr 0.005, Dirichlet 0.3 over domains; a "
+        f"MoE of {EXPERTS} qwen3-s experts (top-2), Phase II 40 steps per student, Phase III 20; devices train {args.steps} steps of 16 blocks (FedJETS: per round, "
         f"{args.jets_rounds} rounds; centralized: {args.steps} x devices steps on the pooled text). Regenerate: "
         f"`python -m benchmarks.deepfusion --devices {args.devices} --seeds {args.seeds}`.",
         "",
