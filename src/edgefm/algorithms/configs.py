@@ -117,6 +117,7 @@ class DeepFusionConfig(AlgorithmConfig):
     moe_size: Literal["s", "m", "l"] = "s"  # the dense base (qwen3 of this size) each expert comes from
     local_steps: int = 40  # a device's training steps on its own text (its one round)
     embed_dim: int = 16  # device embeddings reduced by PCA on the server (0: the raw 384 dimensions)
+    embed_blocks: int = 64  # blocks of its text (evenly spaced) a device's embedding averages
     clustering: Literal["kmeans", "none"] = "kmeans"  # none: one proxy per architecture
     distill: Literal["vaa", "linear", "fedmkt", "ofa"] = "vaa"  # Phase II: the method and its baselines
     alpha: float = 1.0  # feature-matching weight (ofa: stage projectors' weight)
@@ -139,6 +140,7 @@ class DeepFusionConfig(AlgorithmConfig):
         for key in (
             "experts",
             "local_steps",
+            "embed_blocks",
             "stages",
             "patches",
             "vaa_width",

@@ -4,8 +4,8 @@ Li, Hu, Abdelmoniem, Min, Huang, Huang, "DeepFusion" (arXiv 2602.14301). One rou
 
 - **Devices.** Each trains the largest causal LM of its family that fits its memory (the task's
   device fit) on its own text for ``local_steps`` steps, from the run's seeded initial model
-  (nothing is downloaded), computes the mean MiniLM sentence embedding of its text (its blocks
-  decoded), and uploads model and embedding once.
+  (nothing is downloaded), computes the mean MiniLM sentence embedding of its text (up to
+  ``embed_blocks`` of its blocks, evenly spaced, decoded), and uploads model and embedding once.
 - **Phase I (server).** Cosine similarity of the embeddings (PCA to ``embed_dim`` first, fitted
   on the server over the uploaded embeddings); KMeans (scipy, seeded) *within each architecture*,
   so that a cluster's members can be averaged: K experts are shared among architectures in
@@ -108,10 +108,13 @@ class DeepFusion(FedAvg):
         )
 
     def embed(self, tokenizer, data: ClientData) -> torch.Tensor:
-        """The mean MiniLM sentence embedding of a device's text (its blocks, decoded)."""
+        """The mean MiniLM sentence embedding of a device's text: of up to ``embed_blocks`` of its
+        blocks, evenly spaced, decoded (a summary, not a second pass over all its text)."""
         if not hasattr(self, "_minilm"):
             self._minilm = minilm()
-        texts = tokenizer.batch_decode([b.tolist() for b in data.train.ids], skip_special_tokens=True)
+        ids = data.train.ids
+        pick = np.unique(np.linspace(0, len(ids) - 1, min(len(ids), self.algo.embed_blocks)).round().astype(int))
+        texts = tokenizer.batch_decode([ids[i].tolist() for i in pick], skip_special_tokens=True)
         return sentence_embeddings(self._minilm, texts).mean(0)
 
     # -- the server -----------------------------------------------------------------------
