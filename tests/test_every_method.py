@@ -190,7 +190,7 @@ GOLDEN_LM = {
     "fedjets": dict(
         log_ppl=5.649253385592664, token_acc=0.02605329760309662, bytes_up=24950832, clients=3, arch="qwen3_moe-s-e2"
     ),
-    "deepfusion": dict(log_ppl=6.1113636231376285, token_acc=0.024713413726365936, bytes_up=8146944, clients=3),
+    "deepfusion": dict(log_ppl=6.099171285102529, token_acc=0.02203364597290457, bytes_up=8146944, clients=3),
     "centralized": dict(log_ppl=5.875770026735559, token_acc=0.025160041685276163, bytes_up=96774, clients=1),
     "fedavg": dict(log_ppl=5.657886297517861, token_acc=0.02605329760309662, bytes_up=16284672, clients=3),
     "fedprox": dict(log_ppl=5.65861960040932, token_acc=0.02605329760309662, bytes_up=16284672, clients=3),
