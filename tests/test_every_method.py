@@ -51,6 +51,17 @@ GOLDEN = {
         robust_sst2=0.45,
         robust_advglue=0.475,
     ),
+    # split training computes FedAvg's gradients (the same numbers); what differs is the traffic
+    "splitfed": dict(
+        accuracy=0.48,
+        client_acc_mean=0.4566544566544567,
+        train_loss=0.6569659761077311,
+        bytes_up=2623435,
+        bytes_down=2598272,
+        flops=918723776.0,
+        robust_sst2=0.45,
+        robust_advglue=0.475,
+    ),
     "fedms": dict(
         accuracy=0.49,
         client_acc_mean=0.628052503052503,
@@ -190,6 +201,7 @@ GOLDEN_LM = {
     "fedjets": dict(
         log_ppl=5.649253385592664, token_acc=0.02605329760309662, bytes_up=24950832, clients=3, arch="qwen3_moe-s-e2"
     ),
+    "splitfed": dict(log_ppl=5.657883287274768, token_acc=0.02605329760309662, bytes_up=10523136, clients=3),
     "deepfusion": dict(log_ppl=6.099171285102529, token_acc=0.02203364597290457, bytes_up=8146944, clients=3),
     "centralized": dict(log_ppl=5.875770026735559, token_acc=0.025160041685276163, bytes_up=96774, clients=1),
     "fedavg": dict(log_ppl=5.657886297517861, token_acc=0.02605329760309662, bytes_up=16284672, clients=3),

@@ -197,3 +197,31 @@ class FedJetsConfig(AlgorithmConfig):
             )
         if self.active > run.model.experts:
             raise ConfigError(f"algorithm.active: {self.active} exceeds model.experts ({run.model.experts})")
+
+
+@register("algorithm", "splitfed")
+@dataclass(frozen=True)
+class SplitFedConfig(AlgorithmConfig):
+    """Split federated fine-tuning (SplitFed, Thapa et al. 2022; PRINCE, arXiv 2503.04971): the
+    device trains the blocks before the cut, the edge server the rest."""
+
+    strategy = "edgefm.algorithms.splitfed:SplitFed"
+    tasks = ("classify", "lm")
+    name: str = "splitfed"
+    cut: int = 1  # blocks on the device
+    variant: Literal["v1", "v2"] = "v1"  # v1: an edge copy per device, averaged; v2: one edge part, in turn
+    aggregation: Literal["naive", "unbiased"] = "unbiased"  # unbiased: Horvitz-Thompson p_n / q_n
+    participation: tuple[float, ...] = ()  # q_n, cycled over devices (empty: every device, every round)
+
+    def __post_init__(self) -> None:
+        check_range("algorithm.cut", self.cut, lo=1)
+        for q in self.participation:
+            check_range("algorithm.participation", q, lo=0.0, hi=1.0)
+
+    def check(self, run) -> None:
+        if run.engine == "flower":
+            raise ConfigError(
+                "engine: flower; splitfed runs on the in-process engine (split steps over Flower: not yet)"
+            )
+        if run.model.families:
+            raise ConfigError("model.families: splitfed trains one model architecture; leave model.families empty")

@@ -33,10 +33,16 @@ class Ledger:
         extra_bytes_up: int = 0,
         metrics: dict | None = None,
         extra: dict | None = None,
+        extra_bytes_down: int = 0,
+        server_flops: float = 0.0,
+        server_seconds: float = 0.0,
     ) -> dict[str, Any]:
-        down = nbytes(payload_down)
+        down = nbytes(payload_down) + extra_bytes_down
         up = (nbytes(payload_up) if payload_up is not None else 0) + extra_bytes_up
         cost = update_cost(flops, up, down, device)
+        # work done for this client on a server during its round (split learning's edge part):
+        # the device waits for it, so it adds to the client's seconds, not to its joules
+        server = {"server_flops": server_flops, "server_s": server_seconds} if server_flops or server_seconds else {}
         row = {
             "round": rnd,
             "client": device.device_id,
@@ -50,9 +56,10 @@ class Ledger:
             "download_s": cost["down"].seconds,
             "compute_s": cost["compute"].seconds,
             "upload_s": cost["up"].seconds,
-            "seconds": cost["total"].seconds,
+            "seconds": cost["total"].seconds + server_seconds,
             "joules": cost["total"].joules,
             "dollars": cost["total"].dollars,
+            **server,
             **{f"client_{k}": v for k, v in (metrics or {}).items()},
             **(extra or {}),
         }
@@ -72,6 +79,11 @@ class Ledger:
             "bytes_up": sum(r["bytes_up"] for r in rows),
             "bytes_down": sum(r["bytes_down"] for r in rows),
             "flops": sum(r["flops"] for r in rows),
+            **(
+                {"server_flops": sum(r.get("server_flops", 0.0) for r in rows)}
+                if any("server_flops" in r for r in rows)
+                else {}
+            ),
             "joules": sum(r["joules"] for r in rows),
             "dollars": sum(r["dollars"] for r in rows),
             "sim_round_s": sim_round,

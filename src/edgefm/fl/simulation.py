@@ -171,6 +171,9 @@ class Engine:
                     u.extra_bytes_up,
                     u.metrics,
                     extra=wire,
+                    extra_bytes_down=u.extra_bytes_down,
+                    server_flops=u.server_flops,
+                    server_seconds=u.server_seconds,
                 )
             self.cb.on_client_end(rnd, cid, row)
         state = result.state

@@ -74,6 +74,9 @@ class ClientUpdate:
     private: Tensors | None = None  # state that stays on the device (never counted, never sent)
     extra_bytes_up: int = 0  # non-tensor traffic, e.g. raw data shipped to a datacenter
     colocated: bool = False  # trainer and server are one machine: the payload crosses no network
+    extra_bytes_down: int = 0  # traffic received during the round beyond the task (split learning's gradients)
+    server_flops: float = 0.0  # work a server did for this client during its round (an edge part)
+    server_seconds: float = 0.0  # the simulated time of that work, which the device waits for
 
 
 @dataclass

@@ -1,0 +1,213 @@
+"""Split federated fine-tuning: device and edge server train one model together (SFL-V1, SFL-V2).
+
+SplitFed (Thapa, Chamikara, Camtepe, Sun; AAAI 2022) as PRINCE (Li, Hu, Min, Huang; arXiv
+2503.04971) uses it for foundation models. The model is cut after ``algorithm.cut`` blocks
+(``models/split.py``): the device holds the embeddings and the blocks before the cut, the edge
+server the rest and the head. Every local step the device runs its part and sends the smashed
+activations (with the padding mask and the targets) up; the edge runs its part, computes the
+loss, back-propagates, and sends the gradient at the cut down; the device finishes the backward
+pass; both parts take an AdamW step.
+
+- ``variant=v1`` (default): the edge keeps a copy of its part per device; at the end of the
+  round the device parts (uploaded) and the edge copies (at the edge) are averaged.
+- ``variant=v2``: one edge part, updated device after device in the round's order; the device
+  parts are averaged at the end of the round.
+- *Independent participation*: device n takes part in a round with probability q_n
+  (``participation``, cycled over devices; clamped to at least 0.05), drawn per device and
+  round from the run seed; a device that sits out is recorded as dropped with the reason.
+  ``aggregation=unbiased`` merges with Horvitz-Thompson weights p_n / q_n (p_n its data share),
+  ``naive`` with the participants' p_n renormalised (``fl/participation.py``).
+
+The ledger gets, per device and round: the device part down and up (the payload); every step's
+activations, padding mask and targets up and gradient down (``extra_bytes_*``; the client's
+``act_bytes_up`` and ``grad_bytes_down`` metrics hold the activations and gradients alone);
+the device's FLOPs (``flops``) and the edge's (``server_flops``), both exact (FlopCounter per part);
+and the edge's simulated seconds with its capacity shared by the devices it serves that round
+(``server_s`` = edge FLOPs x devices served / the edge server's FLOP/s), which the device waits
+for. Runs on the in-process engine; on Flower each step would be a message round trip, which is
+not built yet (refused).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edgefm.algorithms.configs import SplitFedConfig
+from edgefm.algorithms.fedavg import FedAvg
+from edgefm.data.encode import Batch
+from edgefm.edge.devices import TIERS, DeviceProfile
+from edgefm.fl import participation
+from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Tensors
+from edgefm.models.split import split, split_step
+
+EDGE = TIERS["edge_server"]
+
+
+class _Given(torch.nn.Module):
+    """Hands a task's loss outputs already computed (the edge part's), so the loss is the task's own."""
+
+    def __init__(self, out: torch.Tensor):
+        super().__init__()
+        self.out = out
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.out
+
+
+class SplitFed(FedAvg):
+    Config = SplitFedConfig
+
+    def population(self, clients: list[ClientData], devices: list[DeviceProfile], workbench):
+        out = super().population(clients, devices, workbench)
+        workbench.use(self.archs[0])
+        parts = split(workbench.model, self.algo.cut)  # a bad cut fails here, before anything runs
+        # the device part's modules, by their names in the whole model (state keys start with them)
+        names = {id(m): n for n, m in workbench.model.named_modules()}
+        owners = [m for m in parts.device.children() if not isinstance(m, torch.nn.ModuleList)]
+        blocks = [b for c in parts.device.children() if isinstance(c, torch.nn.ModuleList) for b in c]
+        self.device_prefixes = tuple(names[id(m)] + "." for m in [*owners, *blocks] if id(m) in names)
+        total = sum(len(c.train) for c in clients)
+        self.share = {c.client_id: len(c.train) / total for c in clients}
+        qs = self.algo.participation or (1.0,)
+        self.q = {d.device_id: float(participation.clamp([qs[d.device_id % len(qs)]])[0]) for d in devices}
+        return out
+
+    def on_device(self, key: str) -> bool:
+        return key.startswith(self.device_prefixes)
+
+    # -- rounds ----------------------------------------------------------------------------------
+    def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
+        ids = sorted(self.q)
+        came = dict(zip(ids, participation.participants(self.cfg.seed, rnd, [self.q[i] for i in ids]), strict=True))
+        serving = sum(bool(came[d.device_id]) for d in devices)
+        edge = {k: v for k, v in state.items() if not self.on_device(k)}
+        self.edge_live = dict(edge)  # v2: the one edge part, updated device after device
+        self.edge_copies: dict[int, Tensors] = {}  # v1: the edge's part per device
+        tasks = {}
+        for d in devices:
+            fit = self.fits[d.device_id]
+            if not fit.arch:  # the whole model's fit, as FedAvg's (conservative: the device holds part of it)
+                tasks[d.device_id] = ClientTask(d.device_id, rnd, {}, declined=fit.reason)
+                continue
+            if not came[d.device_id]:
+                why = f"sat out round {rnd} (participation probability {self.q[d.device_id]:.2f})"
+                tasks[d.device_id] = ClientTask(d.device_id, rnd, {}, declined=why)
+                continue
+            payload = {k: v for k, v in state.items() if self.on_device(k)}
+            tasks[d.device_id] = ClientTask(
+                d.device_id, rnd, payload, {"serving": serving, "edge": edge}, arch=fit.arch
+            )
+        return tasks
+
+    def expected_update(self, state: Tensors, task: ClientTask) -> Tensors:
+        return task.payload
+
+    def client_update(self, task: ClientTask, workbench, data: ClientData, private: Tensors | None) -> ClientUpdate:
+        v2 = self.algo.variant == "v2"
+        workbench.use(self.archs[0])
+        edge = self.edge_live if v2 else task.config["edge"]
+        workbench.set_state({**edge, **task.payload})
+        parts = split(workbench.model, self.algo.cut)
+        device_flops, edge_flops = self.flop_models(workbench, parts)
+        train = self.cfg.train
+        params = [p for p in workbench.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+        gen = self.client_generator(task.round, task.client_id)
+        loss_fn = lambda out, batch: workbench.task.loss(_Given(out), batch)  # noqa: E731
+        steps = seen = act_up = grad_down = side_up = 0
+        flops = server_flops = loss_sum = 0.0
+        workbench.model.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.client_seed(task.round, task.client_id))
+            for _ in range(train.epochs):
+                if train.max_steps is not None and steps >= train.max_steps:
+                    break
+                for batch in data.train.batches(train.batch_size, generator=gen, shuffle=True):
+                    if train.max_steps is not None and steps >= train.max_steps:
+                        break
+                    batch = batch.to(workbench.device)
+                    opt.zero_grad(set_to_none=True)
+                    loss, acts, grad = split_step(parts, batch, loss_fn)
+                    opt.step()
+                    b, length = batch.input_ids.shape
+                    act_up += acts.numel() * acts.element_size()
+                    grad_down += grad.numel() * grad.element_size()
+                    side_up += side_bytes(batch, workbench.task.name)
+                    flops += device_flops.batch(b, length)
+                    server_flops += edge_flops.batch(b, length)
+                    steps, seen, loss_sum = steps + 1, seen + b, loss_sum + loss.item() * b
+        workbench.model.zero_grad(set_to_none=True)
+        state = workbench.get_state()
+        edge_after = {k: v.clone() for k, v in state.items() if not self.on_device(k)}
+        if v2:
+            self.edge_live = edge_after
+        else:  # the edge server's copy for this device, averaged at the end of the round
+            self.edge_copies[task.client_id] = edge_after
+        return ClientUpdate(
+            task.client_id,
+            task.round,
+            {k: v for k, v in state.items() if self.on_device(k)},
+            num_examples=len(data.train),
+            flops=flops,
+            metrics={
+                "train_loss": loss_sum / max(seen, 1),
+                "steps": steps,
+                "act_bytes_up": act_up,
+                "grad_bytes_down": grad_down,
+            },
+            private=None,
+            extra_bytes_up=act_up + side_up,
+            extra_bytes_down=grad_down,
+            server_flops=server_flops,
+            server_seconds=server_flops * task.config["serving"] / EDGE.flops_per_s,
+        )
+
+    def flop_models(self, workbench, parts):
+        """Exact training FLOPs per batch of each part (FlopCounter, fitted over lengths)."""
+        width = parts.width
+
+        def device_step(ids, mask):
+            acts = parts.device(ids, mask)
+            acts.backward(torch.ones_like(acts))
+
+        def edge_step(ids, mask):
+            acts = torch.zeros(*ids.shape, width, device=ids.device, requires_grad=True)
+            parts.edge(acts, mask).float().pow(2).mean().backward()
+
+        key = f"split{self.algo.cut}"
+        return (
+            workbench.flop_model(train=True, key=key + ":device", step=device_step),
+            workbench.flop_model(train=True, key=key + ":edge", step=edge_step),
+        )
+
+    # -- the server ------------------------------------------------------------------------------
+    def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]) -> Tensors:
+        out = dict(state)
+        if not updates:
+            return out
+        p = [self.share[u.client_id] for u in updates]
+        q = [self.q[u.client_id] for u in updates]
+        device = [dict(u.payload) for u in updates]
+        if self.algo.variant == "v2":
+            edges = None
+            out.update(self.edge_live)
+        else:
+            edges = [self.edge_copies.pop(u.client_id) for u in updates]  # kept at the edge, never sent
+        glob = {k: v for k, v in state.items() if k in device[0]}
+        glob_edge = {k: v for k, v in state.items() if k not in device[0]}
+        if self.algo.aggregation == "unbiased":
+            out.update(participation.unbiased(glob, device, p, q))
+            if edges is not None:
+                out.update(participation.unbiased(glob_edge, edges, p, q))
+        else:
+            out.update(participation.naive(glob, device, p))
+            if edges is not None:
+                out.update(participation.naive(glob_edge, edges, p))
+        return out
+
+
+def side_bytes(batch: Batch, task: str) -> int:
+    """What travels up with the activations: the padding mask (a byte a position) and the
+    targets the edge computes the loss with (labels, or the next tokens: int32 ids)."""
+    b, length = batch.input_ids.shape
+    return b * length + (b * length * 4 if task == "lm" else b * 8)

@@ -1,0 +1,112 @@
+"""Split federated fine-tuning (SplitFed; PRINCE, arXiv 2503.04971): the ledger's split traffic
+and edge work, SFL-V1 and V2, independent participation, the CLI, and what is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgefm import config
+from edgefm.cli import app
+from edgefm.fl.scenario import build
+from edgefm.fl.simulation import Engine
+
+TINY = ["algorithm.name=splitfed", "data.max_train=200", "data.max_test=60", "train.max_steps=3", "train.batch_size=8"]
+
+
+def run(extra=()):
+    sc = build(config.load("configs/tiny.yaml", [*TINY, *extra]))
+    return sc, Engine(sc).run()
+
+
+def test_activation_and_gradient_bytes_are_every_steps_batch_x_length_x_width():
+    sc, out = run(["rounds=1"])
+    width = sc.workbench.model.encoder.config.hidden_size
+    for row in out["ledger"].clients:
+        cid = row["client"]
+        gen = sc.strategy.client_generator(1, cid)  # the batches the device drew, in order
+        batches = list(sc.clients[cid].train.batches(8, generator=gen, shuffle=True))[:3]
+        want = sum(b.input_ids.numel() * width * 4 for b in batches)
+        assert row["client_act_bytes_up"] == want and row["client_grad_bytes_down"] == want
+        assert row["bytes_down"] > want  # plus the device part of the model
+        assert row["server_flops"] > 0 and row["flops"] > 0 and row["server_s"] > 0
+
+
+def test_edge_time_grows_with_the_devices_it_serves():
+    sc, out = run(["rounds=1"])
+    rows = {r["client"]: r for r in out["ledger"].clients}
+    # 4 devices served at once: each one's edge seconds are 4 x its edge FLOPs / the edge's FLOP/s
+    from edgefm.edge.devices import TIERS
+
+    for r in rows.values():
+        assert r["server_s"] == pytest.approx(r["server_flops"] * 4 / TIERS["edge_server"].flops_per_s)
+
+
+def test_sfl_v1_with_every_device_trains_exactly_as_fedavg():
+    """A split step has the unsplit model's gradients, and V1 averages device and edge parts
+    with the data shares FedAvg uses: the same losses and model, different traffic."""
+    _, split = run(["rounds=2"])
+    _, fedavg = run(["rounds=2", "algorithm.name=fedavg"])
+    loss = lambda out: [r["client_train_loss"] for r in out["ledger"].clients]  # noqa: E731
+    assert loss(split) == pytest.approx(loss(fedavg), rel=1e-6)
+    a, b = split["state"], fedavg["state"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in b)
+    assert split["ledger"].rounds[-1]["bytes_up"] > 5 * fedavg["ledger"].rounds[-1]["bytes_up"]  # activations
+
+
+def test_with_one_device_sfl_v1_and_v2_are_the_same_training():
+    a = run(["clients=1", "rounds=1", "algorithm.variant=v1"])[1]["state"]
+    b = run(["clients=1", "rounds=1", "algorithm.variant=v2"])[1]["state"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_v1_and_v2_differ_with_several_devices_and_same_seed_same_numbers():
+    v1 = run(["rounds=1"])[1]["state"]
+    again = run(["rounds=1"])[1]["state"]
+    v2 = run(["rounds=1", "algorithm.variant=v2"])[1]["state"]
+    assert all(torch.equal(v1[k], again[k]) for k in v1)
+    assert any(not torch.equal(v1[k], v2[k]) for k in v1)
+
+
+def test_devices_that_sit_out_are_dropped_with_the_reason_and_weights_differ():
+    extra = ["rounds=2", "algorithm.participation=[0.3, 0.9]"]
+    _, unbiased = run([*extra, "algorithm.aggregation=unbiased"])
+    _, naive = run([*extra, "algorithm.aggregation=naive"])
+    rows = unbiased["ledger"].clients
+    sat = [r for r in rows if r["status"] == "dropped"]
+    assert sat and all("sat out round" in r["reason"] and r["bytes_up"] == 0 for r in sat)
+    assert [r["status"] for r in rows] == [r["status"] for r in naive["ledger"].clients]  # the same draws
+    a, b = unbiased["state"], naive["state"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_cli_trains_a_classifier_and_a_language_model(tmp_path):
+    from test_lm import TINY as LM
+
+    runner = CliRunner()
+    for name, args in (
+        ("cls", ["train", "configs/tiny.yaml", *[x for o in TINY for x in ("--set", o)]]),
+        ("lm", ["train", *[x for o in [*LM, *TINY[:1], "rounds=1"] for x in ("--set", o)]]),
+    ):
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        rounds = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        assert rounds[-1]["server_flops"] > 0 and rounds[-1]["bytes_up"] > 0
+
+
+def test_bad_settings_are_one_line_errors(tmp_path):
+    for extra, fragment in (
+        (["algorithm.cut=2"], "split.cut: 2; expected 1 to 1"),
+        (["engine=flower"], "engine: flower; splitfed runs on the in-process engine"),
+        (["algorithm.participation=[1.5]"], "algorithm.participation"),
+    ):
+        out = tmp_path / "run"
+        result = CliRunner().invoke(
+            app, ["train", "configs/tiny.yaml", "--out", str(out), *[x for o in [*TINY, *extra] for x in ("--set", o)]]
+        )
+        lines = [x for x in result.output.strip().splitlines() if x.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], (extra, result.output)
+        assert not out.exists()
