@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--devices", default="8,16")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--ablate-at", type=int, default=8)
+    ap.add_argument("--ablation-seeds", default=None, help="seeds of the KD baselines and ablations (default: --seeds)")
     ap.add_argument("--steps", type=int, default=40, help="a device's training steps (FedJETS: per round)")
     ap.add_argument("--jets-rounds", type=int, default=3)
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench-deepfusion")
@@ -131,7 +132,8 @@ def main() -> None:
         methods = {**MAIN, **(ABLATIONS if n == args.ablate_at else {})}
         for method, extra in methods.items():
             done = []
-            for seed in args.seeds.split(","):
+            seeds = args.seeds if method in MAIN or not args.ablation_seeds else args.ablation_seeds
+            for seed in seeds.split(","):
                 slug = "".join(c if c.isalnum() else "_" for c in method)
                 out = args.runs_dir / f"n{n}-{slug}-s{seed}"
                 train_run(overrides(method, extra, n, seed, args), out)
@@ -154,11 +156,13 @@ def write(args, rows: list[dict], raw: list[dict]) -> None:
     lines = [
         "# DeepFusion: heterogeneous device LMs fused into one MoE, against its baselines",
         "",
-        f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Seeds {args.seeds}. BBC News + PubMedQA "
+        f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Seeds {args.seeds} (KD baselines and "
+        f"ablations: {args.ablation_seeds or args.seeds}). BBC News + PubMedQA "
         f"(6 domains), 600 documents (a fifth public), BPE 1,000, 64-token blocks, lr 0.005, Dirichlet 0.3 over domains; a "
         f"MoE of {EXPERTS} qwen3-s experts (top-2), Phase II 40 steps per student, Phase III 20; devices train {args.steps} steps of 16 blocks (FedJETS: per round, "
         f"{args.jets_rounds} rounds; centralized: {args.steps} x devices steps on the pooled text). Regenerate: "
-        f"`python -m benchmarks.deepfusion --devices {args.devices} --seeds {args.seeds}`.",
+        f"`python -m benchmarks.deepfusion --devices {args.devices} --seeds {args.seeds}"
+        + (f" --ablation-seeds {args.ablation_seeds}`." if args.ablation_seeds else "`."),
         "",
         *table(rows),
         "",
