@@ -42,7 +42,7 @@ from torch import nn
 
 from edgefm import EdgefmError
 from edgefm.algorithms.configs import DeepFusionConfig
-from edgefm.algorithms.fedavg import FedAvg
+from edgefm.algorithms.fedavg import FedAvg, seeded_on_device
 from edgefm.edge.devices import DeviceProfile
 from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Tensors, seed_for
 from edgefm.models import causal, distill
@@ -79,13 +79,7 @@ class DeepFusion(FedAvg):
     # -- devices --------------------------------------------------------------------------
     def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
         """Round 1: every device trains from the run's seeded initial model (nothing downloaded)."""
-        tasks = super().configure(rnd, state, devices)
-        return {
-            cid: t
-            if t.declined
-            else ClientTask(cid, rnd, {}, {"init": t.payload}, arch=t.arch, memory_bytes=t.memory_bytes)
-            for cid, t in tasks.items()
-        }
+        return seeded_on_device(super().configure(rnd, state, devices))
 
     def expected_update(self, state: Tensors, task: ClientTask) -> Tensors:
         return {**task.config["init"], EMBEDDING: torch.zeros(EMBED_WIDTH)}

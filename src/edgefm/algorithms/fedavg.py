@@ -65,12 +65,17 @@ class FedAvg(Strategy):
             state.update({self.prefix(arch) + k: v for k, v in workbench.get_state().items()})
         return state
 
+    def unfit(self, device: DeviceProfile, rnd: int) -> ClientTask | None:
+        """The declined task of a device that fits no allowed architecture (None: it fits one)."""
+        fit = self.fits[device.device_id]
+        return None if fit.arch else ClientTask(device.device_id, rnd, {}, declined=fit.reason, memory_bytes=fit.memory)
+
     def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
         tasks = {}
         for d in devices:
             fit = self.fits[d.device_id]
-            if not fit.arch:
-                tasks[d.device_id] = ClientTask(d.device_id, rnd, {}, declined=fit.reason, memory_bytes=fit.memory)
+            if declined := self.unfit(d, rnd):
+                tasks[d.device_id] = declined
                 continue
             p = self.prefix(fit.arch)
             payload = {k: v for k, v in state.items() if k.startswith(p)} if p else state
@@ -140,3 +145,14 @@ class FedAvg(Strategy):
         out["architectures"] = float(len(self.archs))
         assert total > 0
         return out
+
+
+def seeded_on_device(tasks: dict[int, ClientTask]) -> dict[int, ClientTask]:
+    """The tasks with their payload moved into the config: the device builds its initial model
+    from the run's seed, so nothing is downloaded (local-only, DeepFusion)."""
+    return {
+        cid: t
+        if t.declined
+        else ClientTask(cid, t.round, {}, {"init": t.payload}, arch=t.arch, memory_bytes=t.memory_bytes)
+        for cid, t in tasks.items()
+    }

@@ -76,9 +76,8 @@ class FedJets(FedAvg):
     def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
         tasks = {}
         for d in devices:
-            fit = self.fits[d.device_id]
-            if not fit.arch:
-                tasks[d.device_id] = ClientTask(d.device_id, rnd, {}, declined=fit.reason, memory_bytes=fit.memory)
+            if declined := self.unfit(d, rnd):
+                tasks[d.device_id] = declined
                 continue
             chosen = self.chosen(d.device_id)
             payload = self.slice(state, chosen)

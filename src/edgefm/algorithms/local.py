@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from edgefm.algorithms.configs import LocalConfig
-from edgefm.algorithms.fedavg import FedAvg
+from edgefm.algorithms.fedavg import FedAvg, seeded_on_device
 from edgefm.data.encode import Encoded
 from edgefm.edge.devices import DeviceProfile
 from edgefm.fl.strategy import ClientData, ClientEval, ClientTask, ClientUpdate, Tensors
@@ -21,13 +21,7 @@ class Local(FedAvg):
 
     def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
         # The initial adapters come from the shared seed, generated on the device: nothing is sent.
-        tasks = super().configure(rnd, state, devices)
-        return {
-            cid: t
-            if t.declined
-            else ClientTask(cid, rnd, {}, {"init": t.payload}, arch=t.arch, memory_bytes=t.memory_bytes)
-            for cid, t in tasks.items()
-        }
+        return seeded_on_device(super().configure(rnd, state, devices))
 
     def client_update(self, task: ClientTask, workbench, data: ClientData, private: Tensors | None) -> ClientUpdate:
         arch = task.arch or self.archs[0]

@@ -85,9 +85,8 @@ class SplitFed(FedAvg):
         self.edge_copies: dict[int, Tensors] = {}  # v1: the edge's part per device
         tasks = {}
         for d in devices:
-            fit = self.fits[d.device_id]
-            if not fit.arch:  # the whole model's fit, as FedAvg's (conservative: the device holds part of it)
-                tasks[d.device_id] = ClientTask(d.device_id, rnd, {}, declined=fit.reason)
+            if declined := self.unfit(d, rnd):  # the whole model's fit (conservative: a device holds part)
+                tasks[d.device_id] = declined
                 continue
             if not came[d.device_id]:
                 why = f"sat out round {rnd} (participation probability {self.q[d.device_id]:.2f})"
@@ -95,7 +94,7 @@ class SplitFed(FedAvg):
                 continue
             payload = {k: v for k, v in state.items() if self.on_device(k)}
             tasks[d.device_id] = ClientTask(
-                d.device_id, rnd, payload, {"serving": serving, "edge": edge}, arch=fit.arch
+                d.device_id, rnd, payload, {"serving": serving, "edge": edge}, arch=self.fits[d.device_id].arch
             )
         return tasks
 
