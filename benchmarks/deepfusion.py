@@ -71,9 +71,11 @@ def overrides(method: str, extra: list[str], n: int, seed: str, args) -> list[st
     if "fedjets" in " ".join(extra):
         out = [o for o in out if not o.startswith("algorithm.local_steps")]
         out += [f"rounds={args.jets_rounds}", f"eval_every={args.jets_rounds}", f"train.max_steps={args.steps}"]
-    if "centralized" in " ".join(extra):  # the devices' steps, on the pooled text
+    if "centralized" in " ".join(
+        extra
+    ):  # FedJETS' device steps in all, on the pooled text, as many epochs as that takes
         out = [o for o in out if not o.startswith("algorithm.local_steps")]
-        out += [f"train.max_steps={args.steps * n}"]
+        out += [f"train.max_steps={args.steps * n * args.jets_rounds}", "train.epochs=1000"]
     return out
 
 
@@ -160,7 +162,7 @@ def write(args, rows: list[dict], raw: list[dict]) -> None:
         f"ablations: {args.ablation_seeds or args.seeds}). BBC News + PubMedQA "
         f"(6 domains), 600 documents (a fifth public), BPE 1,000, 64-token blocks, lr 0.005, Dirichlet 0.3 over domains; a "
         f"MoE of {EXPERTS} qwen3-s experts (top-2), Phase II 40 steps per student, Phase III 20; devices train {args.steps} steps of 16 blocks (FedJETS: per round, "
-        f"{args.jets_rounds} rounds; centralized: {args.steps} x devices steps on the pooled text). Regenerate: "
+        f"{args.jets_rounds} rounds; centralized: as many steps as FedJETS' devices take in all, on the pooled text). Regenerate: "
         f"`python -m benchmarks.deepfusion --devices {args.devices} --seeds {args.seeds}"
         + (f" --ablation-seeds {args.ablation_seeds}`." if args.ablation_seeds else "`."),
         "",
