@@ -108,34 +108,26 @@ class SplitFed(FedAvg):
         workbench.set_state({**edge, **task.payload})
         parts = split(workbench.model, self.algo.cut)
         device_flops, edge_flops = self.flop_models(workbench, parts)
-        train = self.cfg.train
-        params = [p for p in workbench.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
-        gen = self.client_generator(task.round, task.client_id)
         loss_fn = lambda out, batch: workbench.task.loss(_Given(out), batch)  # noqa: E731
-        steps = seen = act_up = grad_down = side_up = 0
-        flops = server_flops = loss_sum = 0.0
-        workbench.model.train()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.client_seed(task.round, task.client_id))
-            for _ in range(train.epochs):
-                if train.max_steps is not None and steps >= train.max_steps:
-                    break
-                for batch in data.train.batches(train.batch_size, generator=gen, shuffle=True):
-                    if train.max_steps is not None and steps >= train.max_steps:
-                        break
-                    batch = batch.to(workbench.device)
-                    opt.zero_grad(set_to_none=True)
-                    loss, acts, grad = split_step(parts, batch, loss_fn)
-                    opt.step()
-                    b, length = batch.input_ids.shape
-                    act_up += acts.numel() * acts.element_size()
-                    grad_down += grad.numel() * grad.element_size()
-                    side_up += side_bytes(batch, workbench.task.name)
-                    flops += device_flops.batch(b, length)
-                    server_flops += edge_flops.batch(b, length)
-                    steps, seen, loss_sum = steps + 1, seen + b, loss_sum + loss.item() * b
-        workbench.model.zero_grad(set_to_none=True)
+        sent = {"act": 0, "grad": 0, "side": 0, "edge_flops": 0.0}
+
+        def step(batch: Batch) -> torch.Tensor:  # one split step, and what it sent and cost the edge
+            loss, acts, grad = split_step(parts, batch, loss_fn)
+            sent["act"] += acts.numel() * acts.element_size()
+            sent["grad"] += grad.numel() * grad.element_size()
+            sent["side"] += side_bytes(batch, workbench.task.name)
+            sent["edge_flops"] += edge_flops.batch(*batch.input_ids.shape)
+            return loss
+
+        fit = workbench.fit(
+            data.train,
+            self.cfg.train,
+            self.client_generator(task.round, task.client_id),
+            self.client_seed(task.round, task.client_id),
+            flops_model=device_flops,
+            backward_step=step,
+        )
+        act_up, grad_down, server_flops = sent["act"], sent["grad"], sent["edge_flops"]
         state = workbench.get_state()
         edge_after = {k: v.clone() for k, v in state.items() if not self.on_device(k)}
         if v2:
@@ -147,15 +139,15 @@ class SplitFed(FedAvg):
             task.round,
             {k: v for k, v in state.items() if self.on_device(k)},
             num_examples=len(data.train),
-            flops=flops,
+            flops=fit.flops,
             metrics={
-                "train_loss": loss_sum / max(seen, 1),
-                "steps": steps,
+                "train_loss": fit.loss,
+                "steps": fit.steps,
                 "act_bytes_up": act_up,
                 "grad_bytes_down": grad_down,
             },
             private=None,
-            extra_bytes_up=act_up + side_up,
+            extra_bytes_up=act_up + sent["side"],
             extra_bytes_down=grad_down,
             server_flops=server_flops,
             server_seconds=server_flops * task.config["serving"] / EDGE.flops_per_s,

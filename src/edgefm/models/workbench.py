@@ -104,6 +104,7 @@ class Workbench:
         penalty: Callable[[], torch.Tensor] | None = None,
         groups: list[dict] | None = None,
         flops_model: FlopModel | None = None,
+        backward_step: Callable[[Batch], torch.Tensor] | None = None,
     ) -> FitResult:
         """Local epochs of AdamW on ``data``.
 
@@ -112,7 +113,8 @@ class Workbench:
         objective pass ``step_loss`` (batch -> loss), a ``penalty`` added to every step's loss
         but not to the reported training loss (FedProx's proximal term), their optimizer
         ``groups`` and the ``flops_model`` of that step; by default: :meth:`loss`, LoRA/body at
-        ``train.lr`` and the head at ``train.head_lr``.
+        ``train.lr`` and the head at ``train.head_lr``. ``backward_step`` (batch -> detached
+        loss) runs its own backward pass instead (split learning's device/edge step).
         """
         if len(data) == 0:
             return FitResult(0, 0, 0.0, float("nan"))
@@ -135,10 +137,14 @@ class Workbench:
                     if train.max_steps is not None and steps >= train.max_steps:
                         break
                     batch = batch.to(self.device)
-                    loss = step_loss(batch)
-                    total = loss if penalty is None else loss + penalty()
-                    opt.zero_grad(set_to_none=True)
-                    total.backward()
+                    if backward_step is not None:
+                        opt.zero_grad(set_to_none=True)
+                        loss = backward_step(batch)
+                    else:
+                        loss = step_loss(batch)
+                        total = loss if penalty is None else loss + penalty()
+                        opt.zero_grad(set_to_none=True)
+                        total.backward()
                     opt.step()
                     b, length = batch.input_ids.shape
                     steps += 1
