@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.client_memory
 	$(BIN)/python -m benchmarks.lmaas
 	$(BIN)/python -m benchmarks.aeria
+	$(BIN)/python -m benchmarks.prince
 	$(BIN)/python -m benchmarks.robustness
 	$(BIN)/python -m benchmarks.flower_engine
 

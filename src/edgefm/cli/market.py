@@ -1,4 +1,5 @@
-"""``edgefm market``: the markets (numpy only, never torch): LMaaS pricing and AERIA auctions."""
+"""``edgefm market``: the markets (numpy only, never torch): LMaaS pricing, AERIA auctions and
+PRINCE incentives."""
 
 from __future__ import annotations
 
@@ -141,4 +142,58 @@ def market_aeria(
     )
     if out is not None:
         write_json(out, outcome.to_dict())
+        console.print(f"outcome: {out}", highlight=False)
+
+
+@market_app.command("prince")
+def market_prince(
+    instance: Path | None = typer.Option(
+        None, "--instance", help="Instance JSON to solve (or to write with --generate)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Outcome JSON: prices, tenants, q, times, payments."),
+    generate: str | None = typer.Option(None, "--generate", help="N_DEVICES,N_TENANTS: write a random instance."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --generate."),
+) -> None:
+    """PRINCE: a congestion game among devices under tenants' Stackelberg prices (split fine-tuning)."""
+    import numpy as np
+
+    from edgefm.market import prince, prince_instance
+
+    def make():
+        n, m = _parse_pair(generate, "--generate", "N_DEVICES,N_TENANTS")
+        if n < 1 or m < 1:
+            fail(f"--generate {generate!r}: expected at least one device and one tenant")
+        return prince_instance.generate(n, m, np.random.default_rng(seed)), f"{n} devices, {m} tenants, seed {seed}"
+
+    try:
+        inst = _instance(instance, out, make if generate else None, "--generate N_DEVICES,N_TENANTS", prince.Instance)
+        if inst is None:
+            return
+        result = prince.equilibrium(inst)
+    except EdgefmError as exc:
+        fail(str(exc))
+    table = Table(title=f"PRINCE: {inst.n_devices} devices, {inst.n_tenants} tenants")
+    for col in ("tenant", "devices", "load", "rounds", "round s", "J s", "deadline", "paid", "budget"):
+        table.add_column(col, justify="right")
+    for t in result["tenants"]:
+        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        table.add_row(
+            t["name"],
+            str(t["members"]),
+            f"{t['load']:.2f}",
+            fmt(t["rounds"], ".1f"),
+            f"{t['round_seconds']:.2f}",
+            fmt(t["time"], ".1f") + ("" if t["deadline_met"] else " (late)"),
+            f"{t['deadline']:.0f}",
+            f"{t['payment']:.4f}",
+            f"{t['budget']:.4f}" + ("" if t["budget_met"] else " (over)"),
+        )
+    console.print(table)
+    console.print(
+        f"{result['sweeps']} tenant sweeps ({'converged' if result['converged'] else 'not converged'}), "
+        f"device regret {result['device_regret']:.2e}, {result['seconds']:.2f} s",
+        highlight=False,
+    )
+    if out is not None:
+        write_json(out, result)
         console.print(f"outcome: {out}", highlight=False)

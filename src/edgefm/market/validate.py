@@ -15,17 +15,17 @@ import numpy as np
 def number_list(value: Any, where: str, error: type[Exception]) -> np.ndarray:
     """A JSON list of numbers (booleans and strings refused) as a float array."""
     if isinstance(value, bool | str) or not isinstance(value, list | tuple | np.ndarray):
-        raise error(f"{where}: {_short(value)}; expected a list of numbers")
+        raise error(f"{where}: {short(value)}; expected a list of numbers")
     if any(isinstance(v, bool) or not isinstance(v, int | float | np.number) for v in value):
         bad = next(v for v in value if isinstance(v, bool) or not isinstance(v, int | float | np.number))
-        raise error(f"{where}: {_short(bad)} is not a number; expected a list of numbers")
+        raise error(f"{where}: {short(bad)} is not a number; expected a list of numbers")
     return np.asarray(value, dtype=float).reshape(-1)
 
 
 def number(value: Any, where: str, error: type[Exception]) -> float:
     """A JSON number (not a boolean, not a string) as a float."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise error(f"{where}: {_short(value)}; expected a number")
+        raise error(f"{where}: {short(value)}; expected a number")
     return float(value)
 
 
@@ -63,7 +63,7 @@ def positive(obj: Any, names: Iterable[str], where: str, error: type[Exception],
 def mapping(raw: Any, where: str, error: type[Exception], required: Iterable[str] = ()) -> Mapping:
     """``raw`` is a JSON object holding every key in ``required``."""
     if not isinstance(raw, dict):
-        raise error(f"{where}: {_short(raw)}; expected a JSON object")
+        raise error(f"{where}: {short(raw)}; expected a JSON object")
     for key in required:
         if key not in raw:
             raise error(f"{_join(where, key)}: missing")
@@ -91,6 +91,6 @@ def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."

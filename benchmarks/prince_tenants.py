@@ -1,0 +1,84 @@
+"""Measure the PRINCE tenants' per-round work with real split fine-tuning, for the market.
+
+Runs one round of ``splitfed`` (every device, SFL-V1) for each tenant that edgefm can build and
+averages the ledger over devices: device FLOPs, edge FLOPs, bytes up and down (the device part
+of the model both ways plus every step's activations up and gradients down) and the number of
+split steps (two messages each). Writes ``src/edgefm/market/data/prince_tenants.json``, which
+``market/prince_instance.generate`` reads (the market itself never imports torch).
+
+alpha, beta and g2 are the convergence-bound constants and the start gradient scale; until
+pilots of real split training calibrate them (docs/prince.md) they are 1 and say so.
+
+    python -m benchmarks.prince_tenants
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgefm import config
+from edgefm.fl.scenario import build
+from edgefm.fl.simulation import Engine
+
+OUT = Path(__file__).resolve().parents[1] / "src" / "edgefm" / "market" / "data" / "prince_tenants.json"
+
+TENANTS = {
+    "minilm_sst2": (
+        "configs/demo.yaml",
+        [
+            "algorithm.name=splitfed",
+            "algorithm.cut=3",
+            "rounds=1",
+            "clients=4",
+            "train.max_steps=10",
+            "train.batch_size=16",
+            "data.max_train=800",
+            "data.max_test=50",
+        ],
+        "all-MiniLM-L6-v2 + LoRA r=8 on SST-2, cut after 3 of 6 layers, batch 16, 64 tokens, 10 steps",
+    ),
+    "llama_bbcnews": (
+        "configs/lm_bbcnews.yaml",
+        [
+            "algorithm.name=splitfed",
+            "algorithm.cut=1",
+            "rounds=1",
+            "clients=4",
+            "model.sizes=[s]",
+            "train.max_steps=10",
+            "data.max_test=20",
+        ],
+        "tiny Llama (size s, full fine-tuning) on BBC News, cut after 1 block, batch 16, 64 tokens, 10 steps",
+    ),
+}
+
+
+def measure(path: str, overrides: list[str]) -> dict:
+    out = Engine(build(config.load(path, overrides))).run()
+    rows = [r for r in out["ledger"].clients if r["status"] == "ok"]
+    mean = lambda k: float(np.mean([r[k] for r in rows]))  # noqa: E731
+    return {
+        "device_flops": mean("flops"),
+        "edge_flops": mean("server_flops"),
+        "bytes_up": mean("bytes_up"),
+        "bytes_down": mean("bytes_down"),
+        "messages": 2 * mean("client_steps"),
+        "devices_measured": len(rows),
+    }
+
+
+def main() -> None:
+    tenants = []
+    for name, (path, overrides, what) in TENANTS.items():
+        row = {"name": name, "what": what, **measure(path, overrides), "alpha": 1.0, "beta": 1.0, "g2": 1.0}
+        row["calibrated"] = False
+        print(json.dumps(row))
+        tenants.append(row)
+    OUT.write_text(json.dumps({"source": "python -m benchmarks.prince_tenants", "tenants": tenants}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
