@@ -110,3 +110,30 @@ def test_bad_settings_are_one_line_errors(tmp_path):
         lines = [x for x in result.output.strip().splitlines() if x.strip()]
         assert result.exit_code == 2 and len(lines) == 1 and fragment in lines[0], (extra, result.output)
         assert not out.exists()
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_a_device_dropping_mid_step_leaves_the_round_consistent(variant):
+    """Its partial step and round are discarded, the ledger says so, and the round is what it
+    would have been had the device never been asked (the same merge over those that finished)."""
+    sc, out = run(["rounds=1", f"algorithm.variant={variant}", "algorithm.step_drop=0.1"])
+    rows = out["ledger"].clients
+    gone = {r["client"] for r in rows if r["status"] == "dropped"}
+    assert gone and len(gone) < len(rows)
+    assert all(
+        "disconnected in split step" in r["reason"] and "discarded" in r["reason"] for r in rows if r["client"] in gone
+    )
+    assert all(r["bytes_up"] == 0 and r["flops"] == 0 for r in rows if r["client"] in gone)
+    sc2 = build(config.load("configs/tiny.yaml", [*TINY, "rounds=1", f"algorithm.variant={variant}"]))
+    configure = sc2.strategy.configure
+
+    def without_the_dropped(rnd, state, devices):
+        tasks = configure(rnd, state, devices)
+        for cid in gone:
+            tasks[cid].declined = "left out"
+        return tasks
+
+    sc2.strategy.configure = without_the_dropped
+    again = Engine(sc2).run()
+    a, b = out["state"], again["state"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in b)

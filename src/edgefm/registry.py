@@ -22,7 +22,7 @@ from edgefm import EdgefmError
 PROVIDERS: dict[str, tuple[str, ...]] = {
     "algorithm": ("edgefm.algorithms.configs",),
     "partitioner": ("edgefm.data.partition",),
-    "model": ("edgefm.models.backbones",),
+    "model": ("edgefm.models.backbones", "edgefm.models.media"),
 }
 KINDS = tuple(PROVIDERS)
 _REGISTRY: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}

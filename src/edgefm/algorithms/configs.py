@@ -212,9 +212,11 @@ class SplitFedConfig(AlgorithmConfig):
     variant: Literal["v1", "v2"] = "v1"  # v1: an edge copy per device, averaged; v2: one edge part, in turn
     aggregation: Literal["naive", "unbiased"] = "unbiased"  # unbiased: Horvitz-Thompson p_n / q_n
     participation: tuple[float, ...] = ()  # q_n, cycled over devices (empty: every device, every round)
+    step_drop: float = 0.0  # chance a device disconnects during any one split step (fault injection)
 
     def __post_init__(self) -> None:
         check_range("algorithm.cut", self.cut, lo=1)
+        check_range("algorithm.step_drop", self.step_drop, lo=0.0, hi=0.99)
         for q in self.participation:
             check_range("algorithm.participation", q, lo=0.0, hi=1.0)
 

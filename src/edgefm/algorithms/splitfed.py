@@ -17,6 +17,10 @@ pass; both parts take an AdamW step.
   round from the run seed; a device that sits out is recorded as dropped with the reason.
   ``aggregation=unbiased`` merges with Horvitz-Thompson weights p_n / q_n (p_n its data share),
   ``naive`` with the participants' p_n renormalised (``fl/participation.py``).
+- *Faults*: with ``step_drop`` > 0 a device may disconnect inside a split step (seeded): the
+  step and the device's round are discarded (V1: its edge copy is never kept; V2: the shared
+  edge part takes a device's work only when it finishes) and the ledger records the device as
+  dropped, naming the step.
 
 The ledger gets, per device and round: the device part down and up (the payload); every step's
 activations, padding mask and targets up and gradient down (``extra_bytes_*``; the client's
@@ -30,8 +34,10 @@ not built yet (refused).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from edgefm import EdgefmError
 from edgefm.algorithms.configs import SplitFedConfig
 from edgefm.algorithms.fedavg import FedAvg
 from edgefm.data.encode import Batch
@@ -41,6 +47,10 @@ from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Tensors
 from edgefm.models.split import split, split_step
 
 EDGE = TIERS["edge_server"]
+
+
+class DeviceDropped(EdgefmError):
+    """A device disconnected in the middle of a split step (``algorithm.step_drop``)."""
 
 
 class _Given(torch.nn.Module):
@@ -109,9 +119,18 @@ class SplitFed(FedAvg):
         parts = split(workbench.model, self.algo.cut)
         device_flops, edge_flops = self.flop_models(workbench, parts)
         loss_fn = lambda out, batch: workbench.task.loss(_Given(out), batch)  # noqa: E731
-        sent = {"act": 0, "grad": 0, "side": 0, "edge_flops": 0.0}
+        sent = {"act": 0, "grad": 0, "side": 0, "edge_flops": 0.0, "steps": 0}
+        drops = np.random.default_rng([self.cfg.seed, 31, task.round, task.client_id])
 
         def step(batch: Batch) -> torch.Tensor:  # one split step, and what it sent and cost the edge
+            sent["steps"] += 1
+            if self.algo.step_drop and drops.random() < self.algo.step_drop:
+                # the device vanishes between its activations and the edge's gradient: the step
+                # and the device's round are discarded (the edge parts change only when it finishes)
+                raise DeviceDropped(
+                    f"disconnected in split step {sent['steps']}: its partial step and round discarded "
+                    f"({sent['act']} activation bytes had gone up)"
+                )
             loss, acts, grad = split_step(parts, batch, loss_fn)
             sent["act"] += acts.numel() * acts.element_size()
             sent["grad"] += grad.numel() * grad.element_size()
@@ -162,7 +181,8 @@ class SplitFed(FedAvg):
             acts.backward(torch.ones_like(acts))
 
         def edge_step(ids, mask):
-            acts = torch.zeros(*ids.shape, width, device=ids.device, requires_grad=True)
+            positions = parts.positions or ids.shape[1]  # fixed for images and audio
+            acts = torch.zeros(ids.shape[0], positions, width, device=ids.device, requires_grad=True)
             parts.edge(acts, mask).float().pow(2).mean().backward()
 
         key = f"split{self.algo.cut}"
@@ -200,5 +220,5 @@ class SplitFed(FedAvg):
 def side_bytes(batch: Batch, task: str) -> int:
     """What travels up with the activations: the padding mask (a byte a position) and the
     targets the edge computes the loss with (labels, or the next tokens: int32 ids)."""
-    b, length = batch.input_ids.shape
+    b, length = batch.attention_mask.shape  # [B, 1] for images and audio
     return b * length + (b * length * 4 if task == "lm" else b * 8)

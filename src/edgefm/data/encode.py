@@ -16,7 +16,7 @@ import torch
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor  # [B, L] long
+    input_ids: torch.Tensor  # [B, L] long token ids, or [B, F] float features (mask [B, 1])
     attention_mask: torch.Tensor  # [B, L] long
     labels: torch.Tensor  # [B] long
 
@@ -26,7 +26,7 @@ class Batch:
 
 @dataclass
 class Encoded:
-    ids: list[np.ndarray]  # token ids of each example, truncated, unpadded
+    ids: list[np.ndarray]  # token ids of each example, truncated, unpadded (or float features)
     labels: np.ndarray  # [N] int
     pad_id: int = 0
 
@@ -43,13 +43,16 @@ class Encoded:
 
     def collate(self, index: Sequence[int] | np.ndarray) -> Batch:
         rows = [self.ids[i] for i in index]
+        labels = torch.as_tensor(self.labels[np.asarray(index, dtype=int)], dtype=torch.long)
+        if rows[0].dtype.kind == "f":  # fixed-size features (images, audio: data/media.py)
+            feats = torch.from_numpy(np.stack(rows).astype(np.float32))
+            return Batch(feats, torch.ones(len(rows), 1, dtype=torch.long), labels)
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
         for k, r in enumerate(rows):
             ids[k, : len(r)] = r
             mask[k, : len(r)] = 1
-        labels = torch.as_tensor(self.labels[np.asarray(index, dtype=int)], dtype=torch.long)
         return Batch(torch.from_numpy(ids), torch.from_numpy(mask), labels)
 
     def batches(

@@ -20,6 +20,7 @@ import pandas as pd
 
 from edgefm import EdgefmError
 from edgefm.config import DataConfig
+from edgefm.data import media
 
 SUFFIXES = (".tsv", ".csv", ".json", ".jsonl", ".parquet")
 
@@ -30,6 +31,7 @@ class DataBundle:
     train: datasets.Dataset
     test: datasets.Dataset
     label_names: list[str]
+    modality: str = "text"  # text | image | audio (data/media.py)
 
     @property
     def num_labels(self) -> int:
@@ -105,6 +107,18 @@ def frame_to_dataset(
     return datasets.Dataset.from_pandas(frame.reset_index(drop=True), preserve_index=False), label_names
 
 
+def raw_bytes(ds: datasets.Dataset, rows: np.ndarray) -> int:
+    """What the examples ``rows`` take as raw data: UTF-8 text plus a separator, one byte per
+    grey pixel, or the audio file."""
+    rows = np.asarray(rows, dtype=int)
+    if "text" in ds.column_names:
+        texts = ds["text"]
+        return sum(len(texts[i].encode()) + 1 for i in rows)
+    if "image" in ds.column_names:
+        return int(sum(len(im) for im in ds.select(rows)["image"])) if len(rows) else 0
+    return int(sum(os.path.getsize(p) for p in ds.select(rows)["path"])) if len(rows) else 0
+
+
 def holdout(ds: datasets.Dataset, fraction: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
     rng = np.random.default_rng([seed, 7])
     order = rng.permutation(len(ds))
@@ -155,10 +169,17 @@ def _named(name: str, cfg: DataConfig, seed: int) -> DataBundle:
         full, labels = bbcnews()
         train, test = holdout(full, cfg.test_fraction, seed)
         return DataBundle(name, train, test, labels)
+    if name == "mnist":
+        full, labels = media.mnist(seed)
+        train, test = holdout(full, cfg.test_fraction, seed)
+        return DataBundle(name, train, test, labels, "image")
+    if name == "fsdd":
+        train, test, labels = media.fsdd(root)
+        return DataBundle(name, train, test, labels, "audio")
     raise EdgefmError(f"data.name: unknown dataset {name!r}; expected one of {', '.join(NAMED)} or data.path")
 
 
-NAMED = ("sst2", "agnews", "flipkart", "ddxplus", "bbcnews")
+NAMED = ("sst2", "agnews", "flipkart", "ddxplus", "bbcnews", "mnist", "fsdd")
 
 
 def bbcnews() -> tuple[datasets.Dataset, list[str]]:

@@ -14,7 +14,7 @@ from edgefm import EdgefmError, registry, tasks
 from edgefm.config import RunConfig
 from edgefm.data.encode import Encoded
 from edgefm.data.partition import local_splits
-from edgefm.data.sources import DataBundle
+from edgefm.data.sources import DataBundle, raw_bytes
 from edgefm.edge.devices import DeviceProfile, sample_population
 from edgefm.fl.strategy import ClientData, Strategy, build_strategy, seed_for
 from edgefm.models.workbench import Workbench, resolve_device
@@ -84,10 +84,8 @@ def build(cfg: RunConfig) -> Scenario:
     def encode(rows: np.ndarray) -> Encoded:
         return task.encode(tokenizer, bundle.train, rows, cfg)
 
-    texts = bundle.train["text"]
     clients = [
-        ClientData(k, encode(tr), encode(te), sum(len(texts[i].encode()) + 1 for i in tr), tr, te)
-        for k, (tr, te) in enumerate(splits)
+        ClientData(k, encode(tr), encode(te), raw_bytes(bundle.train, tr), tr, te) for k, (tr, te) in enumerate(splits)
     ]
     test = task.encode(tokenizer, bundle.test, np.arange(len(bundle.test)), cfg)
     public = encode(public_rows) if len(public_rows) else None

@@ -44,7 +44,7 @@ class ClientData:
     client_id: int
     train: Encoded
     test: Encoded  # local test split, same label mix as train
-    raw_bytes: int = 0  # UTF-8 size of the raw training text (what pooling it would ship)
+    raw_bytes: int = 0  # size of the raw training data (what pooling it would ship: data/sources.raw_bytes)
     # rows of the run's training pool that ``train`` and ``test`` hold, in their order
     train_index: np.ndarray | None = None
     test_index: np.ndarray | None = None

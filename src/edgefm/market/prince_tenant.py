@@ -107,9 +107,7 @@ LOG_KAPPA = 80.0
 LOCAL_SEARCH_POOL = 512  # the local search runs for tenants with at most this many candidates
 
 
-def plan(
-    inst: Instance, m: int, alt: np.ndarray, margin: float = 1e-9, grid: int = 8, moves: int = 8
-) -> Plan:
+def plan(inst: Instance, m: int, alt: np.ndarray, margin: float = 1e-9, grid: int = 8, moves: int = 8) -> Plan:
     """Tenant m's best plan against devices whose best alternatives pay ``alt``.
 
     Members are the eligible devices no slower than a time cut; the cut is searched over the

@@ -26,7 +26,9 @@ LORA_TARGETS = ("query", "value")  # LoRA's default targets in a BERT-family enc
 class Backbone:
     name: str
     encoder: PreTrainedModel
-    tokenizer: object
+    tokenizer: object  # the model's preprocessor: a tokenizer, image processor or feature extractor
+    modality: str = "text"  # text | image | audio (models/media.py)
+    lora_targets: tuple[str, ...] = LORA_TARGETS
 
     @property
     def hidden_size(self) -> int:

@@ -49,6 +49,10 @@ def count_flops(
     device = next(model.parameters()).device
     ids = torch.full((batch, seq_len), 100, dtype=torch.long, device=device)
     mask = torch.ones_like(ids)
+    fixed = next((m for m in model.modules() if hasattr(m, "example_input")), None)
+    if fixed is not None:  # an image or audio encoder reads one input size: the count is constant
+        ids = fixed.example_input(batch).to(device)
+        mask = torch.ones(batch, 1, dtype=torch.long, device=device)
     was_training = model.training
     model.eval()  # dropout draws random numbers but costs no counted FLOPs
     try:

@@ -12,9 +12,12 @@ layer by layer, with the masks built by ``transformers.masking_utils``, so compo
 exactly the unsplit model's outputs (tested). The edge part rebuilds the attention mask from
 the padding mask the device sends with the activations.
 
-Built so far: BERT-style encoders with a classification head (MiniLM, tiny BERT:
-:class:`~edgefm.models.backbones.TextClassifier`) and Llama-style decoders (llama, qwen3,
-qwen3_moe: :class:`~edgefm.models.causal.CausalLM`). A ViT and a Whisper encoder are not yet.
+Built: BERT-style encoders with a classification head (MiniLM, tiny BERT:
+:class:`~edgefm.models.backbones.TextClassifier`), the image and audio encoders of
+``models/media.py`` (a ViT, a Whisper encoder) under the same head, and Llama-style decoders
+(llama, qwen3, qwen3_moe: :class:`~edgefm.models.causal.CausalLM`). For images and audio the
+activations are every position's hidden state (patches and [CLS]; 50 audio positions) and the
+mask sent with them is the batch's one-column placeholder.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Split:
     cut: int  # blocks on the device
     layers: int  # blocks in all
     width: int  # hidden size at the cut
+    positions: int | None = None  # positions at the cut when fixed (images, audio); else the input length
 
 
 # ----------------------------------------------------------------------------- encoders
@@ -71,6 +75,29 @@ class _EncoderEdge(nn.Module):
             h = block(h, mask)
         w = attention_mask.unsqueeze(-1).to(h.dtype)  # the classifier's masked mean pooling
         pooled = (h * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return self.head(self.dropout(pooled))
+
+
+# ----------------------------------------------------------------------------- images and audio
+
+
+class _MediaDevice(nn.Module):
+    def __init__(self, encoder: nn.Module, cut: int):
+        super().__init__()
+        self.encoder, self.cut = encoder, cut
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder.run_blocks(self.encoder.embed(input_ids), 0, self.cut)
+
+
+class _MediaEdge(nn.Module):
+    def __init__(self, classifier: nn.Module, cut: int):
+        super().__init__()
+        self.encoder, self.cut = classifier.encoder, cut
+        self.dropout, self.head = classifier.dropout, classifier.head
+
+    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = self.encoder.head_input(self.encoder.run_blocks(h, self.cut))[:, 0]
         return self.head(self.dropout(pooled))
 
 
@@ -121,7 +148,18 @@ class _DecoderEdge(nn.Module):
 
 def split(model: nn.Module, cut: int) -> Split:
     """``model`` cut after its first ``cut`` blocks (1 <= cut < blocks)."""
-    if hasattr(model, "encoder") and hasattr(getattr(model.encoder, "encoder", None), "layer"):
+    positions = None  # the input length, except where the encoder fixes it
+    if hasattr(model, "encoder") and hasattr(model.encoder, "run_blocks"):  # models/media.py
+        layers, width = len(model.encoder.blocks), model.encoder.config.hidden_size
+
+        def make(c: int) -> tuple[nn.Module, nn.Module]:
+            return _MediaDevice(model.encoder, c), _MediaEdge(model, c)
+
+        with torch.no_grad():
+            probe = model.encoder.example_input(1).to(next(model.parameters()).device)
+            positions = model.encoder.embed(probe).shape[1]
+
+    elif hasattr(model, "encoder") and hasattr(getattr(model.encoder, "encoder", None), "layer"):
         layers, width = len(model.encoder.encoder.layer), model.encoder.config.hidden_size
 
         def make(c: int) -> tuple[nn.Module, nn.Module]:
@@ -135,12 +173,13 @@ def split(model: nn.Module, cut: int) -> Split:
 
     else:
         raise EdgefmError(
-            f"split: cannot cut a {type(model).__name__}; expected a BERT-style classifier or a Llama-style decoder"
+            f"split: cannot cut a {type(model).__name__}; expected a BERT-style, image or audio classifier "
+            "or a Llama-style decoder"
         )
     if not 1 <= cut < layers:
         raise EdgefmError(f"split.cut: {cut}; expected 1 to {layers - 1} (the model has {layers} blocks)")
     device, edge = make(cut)
-    return Split(device, edge, cut, layers, width)
+    return Split(device, edge, cut, layers, width, positions)
 
 
 def split_step(parts: Split, batch, loss_fn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

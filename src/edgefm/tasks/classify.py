@@ -1,5 +1,7 @@
-"""Text classification: a backbone (MiniLM, a tiny BERT or a local folder) with a linear head,
-cross-entropy, accuracy. One architecture per run: the backbone the config names."""
+"""Classification: a backbone (MiniLM, a tiny BERT or a local folder for text; a tiny ViT for
+images, a tiny Whisper encoder for audio: ``models/media.py``) with a linear head,
+cross-entropy, accuracy. One architecture per run: the backbone the config names; its modality
+must be the data's."""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgefm import EdgefmError
 from edgefm.config import RunConfig
+from edgefm.data import media
 from edgefm.data.encode import Batch, Encoded, encode
 from edgefm.data.sources import DataBundle, load_data
 from edgefm.edge.devices import DeviceProfile
-from edgefm.models.backbones import LORA_TARGETS, TextClassifier, build_backbone
+from edgefm.models.backbones import TextClassifier, build_backbone
 from edgefm.models.families import Fit
 from edgefm.models.lora import add_lora
 from edgefm.models.workbench import accuracy
@@ -32,6 +36,11 @@ class Classify(Task):
 
     def setup(self, cfg: RunConfig, bundle: DataBundle):
         self._backbone = build_backbone(cfg.model.name, cfg.model.path, seed=cfg.seed)
+        if self._backbone.modality != bundle.modality:
+            raise EdgefmError(
+                f"model.name: {cfg.model.name} reads {self._backbone.modality}; data {bundle.name} holds "
+                f"{bundle.modality}: expected a model for {bundle.modality}"
+            )
         return self._backbone.tokenizer
 
     def architectures(self, cfg: RunConfig) -> list[str]:
@@ -47,11 +56,19 @@ class Classify(Task):
             torch.manual_seed(cfg.seed)
             model = TextClassifier(backbone.encoder, backbone.hidden_size, bundle.num_labels)
             if cfg.model.finetune == "lora":
-                model = add_lora(model, cfg.model.lora, LORA_TARGETS)
+                model = add_lora(model, cfg.model.lora, backbone.lora_targets)
         return model
 
     def encode(self, tokenizer, data: datasets.Dataset, index: np.ndarray, cfg: RunConfig) -> Encoded:
-        texts, labels = data["text"], data["label"]
+        labels = data["label"]
+        if "image" in data.column_names or "path" in data.column_names:
+            rows = data.select(np.asarray(index, dtype=int))
+            if "image" in data.column_names:
+                feats = media.image_features(tokenizer, rows["image"])
+            else:
+                feats = media.audio_features(tokenizer, rows["path"])
+            return Encoded(feats, np.asarray(rows["label"], dtype=int))
+        texts = data["text"]
         return encode([texts[i] for i in index], [labels[i] for i in index], tokenizer, cfg.data.max_length)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
