@@ -15,15 +15,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
 
 
-def train_run(overrides: list[str], out: Path) -> dict[str, Any]:
-    """``edgefm train`` in a subprocess into ``out``; a folder that already holds a summary is
-    reused, so long grids can be built up across sessions."""
+def train_run(overrides: list[str], out: Path, config: str | None = None) -> dict[str, Any]:
+    """``edgefm train [CONFIG]`` in a subprocess into ``out``; a folder that already holds a
+    summary is reused, so long grids can be built up across sessions."""
     if not (out / "summary.json").is_file():
         cmd = [
             sys.executable,
             "-m",
             "edgefm.cli",
             "train",
+            *([config] if config else []),
             "--out",
             str(out),
             *[a for o in overrides for a in ("--set", o)],

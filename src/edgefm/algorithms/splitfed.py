@@ -86,10 +86,19 @@ class SplitFed(FedAvg):
         return key.startswith(self.device_prefixes)
 
     # -- rounds ----------------------------------------------------------------------------------
-    def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
+    def came(self, rnd: int) -> dict[int, bool]:
+        """Which devices take part in round ``rnd`` (independent draws from the run seed)."""
         ids = sorted(self.q)
-        came = dict(zip(ids, participation.participants(self.cfg.seed, rnd, [self.q[i] for i in ids]), strict=True))
-        serving = sum(bool(came[d.device_id]) for d in devices)
+        return dict(zip(ids, participation.participants(self.cfg.seed, rnd, [self.q[i] for i in ids]), strict=True))
+
+    def edge_demand(self, rnd: int) -> int:
+        return sum(self.came(rnd).values())
+
+    def configure(self, rnd: int, state: Tensors, devices: list[DeviceProfile]) -> dict[int, ClientTask]:
+        came = self.came(rnd)
+        # the edge server's capacity is shared by every device it serves at once: this run's
+        # participants and, when tenants share it (fl/tenants.py), theirs
+        serving = sum(bool(came[d.device_id]) for d in devices) + self.edge_co_load(rnd)
         edge = {k: v for k, v in state.items() if not self.on_device(k)}
         self.edge_live = dict(edge)  # v2: the one edge part, updated device after device
         self.edge_copies: dict[int, Tensors] = {}  # v1: the edge's part per device

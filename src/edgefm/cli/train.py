@@ -70,8 +70,15 @@ def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: 
             fail(f"--out {str(run_dir)!r} already holds a run; expected a new folder (or use --resume {run_dir})")
     with console.status("loading data and model"):
         scenario = build(cfg)  # every check that can fail happens before anything is written
+    return _execute(scenario, cfg, run_dir, resume is not None)
+
+
+def _execute(scenario, cfg, run_dir: Path, resume: bool = False) -> Path:
+    """Train a built scenario into ``run_dir``: config, tokenizer, metrics, summary, report."""
+    from edgefm import config
+
     run_dir.mkdir(parents=True, exist_ok=True)
-    if resume is None:
+    if not resume:
         (run_dir / "config.yaml").write_text(config.dump(cfg))
         scenario.workbench.tokenizer.save_pretrained(str(run_dir / "tokenizer"))  # to use the models outside edgefm
         for stale in ("metrics.jsonl", "clients.jsonl"):
@@ -97,9 +104,9 @@ def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: 
             except ImportError:
                 fail("engine=flower needs Flower: pip install -c constraints.txt -e '.[flower]'")
 
-            run_simulation(cfg, run_dir, RichProgress(progress), resume=resume is not None, scenario=scenario)
+            run_simulation(cfg, run_dir, RichProgress(progress), resume=resume, scenario=scenario)
         else:
-            Engine(scenario, RichProgress(progress)).run(run_dir, resume=resume is not None)
+            Engine(scenario, RichProgress(progress)).run(run_dir, resume=resume)
     run = read_run(run_dir)
     extra = {
         "parameters_total": counts["total"],
@@ -177,10 +184,52 @@ def train(
     if config_file is not None and "=" in config_file and not Path(config_file).exists():
         extra.insert(0, config_file)  # `train --set a=1 b=2` with no config: b=2 landed here
         config_file = None
+    from edgefm.fl import tenants
+
     try:
+        if tenants.is_tenants_file(Path(config_file) if config_file else None):
+            if resume is not None:
+                fail("--resume: resume each tenant's run folder on its own")
+            _run_tenants(Path(config_file), overrides(set_, extra), out)
+            return
         _run(Path(config_file) if config_file else None, overrides(set_, extra), out, resume, "train")
     except EdgefmError as exc:
         fail(str(exc))
+
+
+def _run_tenants(path: Path, sets: list[str], out: Path | None) -> None:
+    """Several tenants over one device population and one edge server (``fl/tenants.py``)."""
+    from edgefm.fl import tenants
+    from edgefm.fl.scenario import build
+    from edgefm.report.html import headline, read_run
+
+    chosen, population, seed = tenants.load(path, sets)
+    out = out or Path("runs") / f"{path.stem}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tenants.check_free(out, chosen)
+    with console.status("loading data and models"):
+        scenarios = [build(t.cfg, tenants.devices_of(t, population)) for t in chosen]
+    tenants.share_edge([sc.strategy for sc in scenarios])
+    results = []
+    for t, sc in zip(chosen, scenarios, strict=True):
+        console.print(f"[bold]tenant {t.name}[/]: devices {t.devices}", highlight=False)
+        run = read_run(_execute(sc, t.cfg, out / t.name))
+        results.append(tenants.outcome(t, run["rounds"], headline(run)[0]))
+    (out / "tenants.json").write_text(json.dumps({"seed": seed, "tenants": results}, indent=2))
+    table = Table(title=f"{len(chosen)} tenants, {len(population)} devices, one edge server")
+    for col in ("tenant", "metric", "final", "target", "reached at (sim s)", "deadline", "met"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(
+            r["name"],
+            r["metric"],
+            f"{r['final']:.4f}",
+            f"{r['target']:g}",
+            "-" if r["target_seconds"] is None else f"{r['target_seconds']:.1f} (round {r['target_round']})",
+            f"{r['deadline']:g}",
+            "yes" if r["deadline_met"] else "no",
+        )
+    console.print(table)
+    console.print(f"tenants: {out / 'tenants.json'}", highlight=False)
 
 
 @app.command()

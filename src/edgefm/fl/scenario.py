@@ -66,15 +66,20 @@ def partition_indices(
     return [(pool[tr], pool[te]) for tr, te in splits]
 
 
-def build(cfg: RunConfig) -> Scenario:
+def build(cfg: RunConfig, devices: list[DeviceProfile] | None = None) -> Scenario:
+    """The run ``cfg`` describes; ``devices`` (one per client, ids 0..clients-1) replaces the
+    population it would sample (a device population shared by several tenants: ``fl/tenants.py``)."""
     strategy = build_strategy(cfg)
     task = tasks.make(cfg.task)
     bundle = task.load(cfg)
     public_rows, pool = public_split(cfg, len(bundle.train))
     splits = partition_indices(cfg, bundle, pool)
-    devices = sample_population(
-        cfg.clients, cfg.edge.tiers, cfg.edge.jitter, np.random.default_rng(seed_for(cfg.seed, 13))
-    )
+    if devices is None:
+        devices = sample_population(
+            cfg.clients, cfg.edge.tiers, cfg.edge.jitter, np.random.default_rng(seed_for(cfg.seed, 13))
+        )
+    elif [d.device_id for d in devices] != list(range(cfg.clients)):
+        raise EdgefmError(f"devices: ids {[d.device_id for d in devices][:8]}; expected 0..{cfg.clients - 1}")
     tokenizer = task.setup(cfg, bundle)
     archs = task.architectures(cfg)
     workbench = Workbench(

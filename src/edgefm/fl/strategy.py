@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -129,6 +130,14 @@ class Strategy(ABC):
         self.cfg = cfg
         self.algo = cfg.algorithm
         self.round_metrics: dict[str, float] = {}  # server-side figures of the last aggregation
+        # devices the same edge server serves for other tenants in a round (fl/tenants.py sets it)
+        self.edge_co_load: Callable[[int], int] = lambda rnd: 0
+
+    def edge_demand(self, rnd: int) -> int:
+        """How many of this run's devices the edge server serves at once in round ``rnd`` (a
+        method that runs part of the model on the edge says; 0: none). Pure in ``rnd``, so
+        tenants sharing one edge server can ask each other before any of them trains."""
+        return 0
 
     # -- training -------------------------------------------------------------------------
     @abstractmethod

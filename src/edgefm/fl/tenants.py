@@ -1,0 +1,151 @@
+"""Several tenants over one device population and one edge server (PRINCE's setting).
+
+PRINCE (Li, Hu, Min, Huang; arXiv 2503.04971) has M tenants fine-tune their own foundation
+models on one pool of edge devices, each device serving at most one tenant, and one edge
+server running the tenants' edge parts. A tenant is a run config (its model, task and method),
+a number of devices (or the population's device indices it gets), a target on its headline
+metric (accuracy: reached at or above; log-perplexity: at or below) and a deadline in
+simulated seconds. A tenants file::
+
+    seed: 0
+    edge: {tiers: {low_end_phone: 0.3, ...}, jitter: 0.2}   # the one population's mix
+    tenants:
+      - {name: vit_mnist, config: splitfed_mnist.yaml, clients: 6, target: 0.6, deadline: 400}
+      - {name: ..., config: ..., devices: [6, 7, 8], set: [rounds=4], ...}
+
+``config`` paths are relative to the tenants file; ``set`` holds overrides. The population is
+sampled once (``edge/devices.py``) with as many devices as the tenants take; a tenant without
+``devices`` takes the next ``clients`` in order. Each tenant is an ordinary run (its own folder
+under the output, with its summary and report); what they share is the edge server: a device's
+edge time grows with every device the server serves in that round, for any tenant
+(``Strategy.edge_demand`` / ``edge_co_load``). ``tenants.json`` gives each tenant's metric,
+whether and when (simulated seconds) it reached its target, and whether that met its deadline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from edgefm import EdgefmError, config
+from edgefm.config import ConfigError, RunConfig
+from edgefm.edge.devices import DeviceProfile, sample_population
+from edgefm.fl.strategy import seed_for
+
+TENANT_KEYS = ("name", "config", "clients", "devices", "target", "deadline", "set")
+
+
+@dataclass
+class Tenant:
+    name: str
+    cfg: RunConfig
+    devices: list[int]  # indices into the shared population
+    target: float
+    deadline: float
+
+
+def is_tenants_file(path: Path | None) -> bool:
+    if path is None or not Path(path).is_file():
+        return False
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", -1) + 1
+        raise ConfigError(f"{path}: not valid YAML (line {line}): {getattr(exc, 'problem', exc)}") from None
+    return isinstance(raw, dict) and "tenants" in raw
+
+
+def load(path: Path, overrides: list[str] = ()) -> tuple[list[Tenant], list[DeviceProfile], int]:
+    """The tenants, the shared population and the seed. ``overrides`` (``key=value``) apply to
+    every tenant's config (``seed=`` also reseeds the population)."""
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict) or not isinstance(raw.get("tenants"), list) or not raw["tenants"]:
+        raise ConfigError(f"{path}: tenants: expected a non-empty list of tenants")
+    unknown = sorted(set(raw) - {"seed", "edge", "tenants"})
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: unknown key; expected seed, edge, tenants")
+    seed = int(raw.get("seed", 0))
+    for o in overrides:
+        if o.startswith("seed="):
+            seed = int(o.split("=", 1)[1])
+    edge = config.loads(yaml.safe_dump({"edge": raw.get("edge") or {}})).edge
+    tenants, taken = [], 0
+    for k, t in enumerate(raw["tenants"]):
+        where = f"tenants[{k}]"
+        if not isinstance(t, dict):
+            raise ConfigError(f"{where}: expected a mapping with {', '.join(TENANT_KEYS)}")
+        bad = sorted(set(t) - set(TENANT_KEYS))
+        if bad:
+            raise ConfigError(f"{where}.{bad[0]}: unknown key; expected one of {', '.join(TENANT_KEYS)}")
+        for key in ("name", "config", "target", "deadline"):
+            if key not in t:
+                raise ConfigError(f"{where}.{key}: missing")
+        if "devices" in t:
+            devices = [int(i) for i in t["devices"]]
+        else:
+            n = int(t.get("clients", 0))
+            if n < 1:
+                raise ConfigError(f"{where}.clients: {t.get('clients')!r}; expected devices: [...] or clients >= 1")
+            devices = list(range(taken, taken + n))
+        taken = max(taken, max(devices) + 1)
+        sets = [*t.get("set", []), *overrides, f"seed={seed}", f"clients={len(devices)}"]
+        cfg = config.load(path.parent / t["config"], sets)
+        if not math.isfinite(float(t["deadline"])) or float(t["deadline"]) <= 0:
+            raise ConfigError(f"{where}.deadline: {t['deadline']!r}; expected simulated seconds > 0")
+        tenants.append(Tenant(str(t["name"]), cfg, devices, float(t["target"]), float(t["deadline"])))
+    used = [i for t in tenants for i in t.devices]
+    if len(used) != len(set(used)):
+        twice = sorted({i for i in used if used.count(i) > 1})
+        raise ConfigError(f"tenants: device {twice[0]} serves two tenants; expected each device to serve at most one")
+    if len({t.name for t in tenants}) != len(tenants):
+        raise ConfigError("tenants: two tenants share a name; expected distinct names")
+    population = sample_population(taken, edge.tiers, edge.jitter, np.random.default_rng(seed_for(seed, 13)))
+    return tenants, population, seed
+
+
+def devices_of(tenant: Tenant, population: list[DeviceProfile]) -> list[DeviceProfile]:
+    """The tenant's devices, numbered 0..n-1 as its run's clients."""
+    return [replace(population[i], device_id=k) for k, i in enumerate(tenant.devices)]
+
+
+def share_edge(strategies: list) -> None:
+    """Make every strategy count the devices the others have the edge server serve."""
+    for k, s in enumerate(strategies):
+        others = strategies[:k] + strategies[k + 1 :]
+        s.edge_co_load = lambda rnd, others=others: sum(o.edge_demand(rnd) for o in others)
+
+
+def time_to_target(rounds: list[dict[str, Any]], metric: str, target: float) -> dict[str, Any]:
+    """The first round whose ``metric`` reaches ``target`` and the simulated seconds by then."""
+    better = (lambda v: v <= target) if metric == "log_ppl" else (lambda v: v >= target)
+    for r in rounds:
+        if metric in r and better(r[metric]):
+            return {"reached": True, "round": r["round"], "seconds": r["sim_elapsed_s"]}
+    return {"reached": False, "round": None, "seconds": None}
+
+
+def outcome(tenant: Tenant, rounds: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    hit = time_to_target(rounds, metric, tenant.target)
+    return {
+        "name": tenant.name,
+        "metric": metric,
+        "target": tenant.target,
+        "final": rounds[-1].get(metric) if rounds else None,
+        **{f"target_{k}": v for k, v in hit.items()},
+        "deadline": tenant.deadline,
+        "deadline_met": bool(hit["reached"] and hit["seconds"] <= tenant.deadline),
+        "sim_seconds": rounds[-1]["sim_elapsed_s"] if rounds else 0.0,
+        "devices": tenant.devices,
+    }
+
+
+def check_free(out: Path, tenants: list[Tenant]) -> None:
+    for t in tenants:
+        if (out / t.name / "checkpoint.json").exists() or (out / t.name / "summary.json").exists():
+            raise EdgefmError(f"--out {str(out)!r}: tenant {t.name} already has a run there; expected a new folder")

@@ -1,0 +1,109 @@
+"""Several tenants over one device population and one edge server (fl/tenants.py): devices are
+dealt out once and never shared, the edge server's load counts every tenant's devices, targets
+and deadlines are judged from each tenant's own rounds, and the CLI runs all four tenants."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from edgefm import config
+from edgefm.cli import app
+from edgefm.config import ConfigError
+from edgefm.edge.devices import TIERS
+from edgefm.fl import tenants
+from edgefm.fl.scenario import build
+from edgefm.fl.simulation import Engine
+
+SMALL = ["rounds=2", "train.max_steps=2", "train.batch_size=8", "data.max_train=120", "data.max_test=30"]
+
+
+def write(tmp_path, entries, **top) -> str:
+    for e in entries:
+        e["config"] = str((config.Path("configs") / e["config"]).resolve())
+    path = tmp_path / "tenants.yaml"
+    path.write_text(yaml.safe_dump({"seed": 0, **top, "tenants": entries}))
+    return str(path)
+
+
+def two(tmp_path) -> str:
+    return write(
+        tmp_path,
+        [
+            {"name": "a", "config": "tiny.yaml", "clients": 3, "target": 0.5, "deadline": 100,
+             "set": ["algorithm.name=splitfed"]},
+            {"name": "b", "config": "tiny.yaml", "clients": 2, "target": 0.5, "deadline": 100,
+             "set": ["algorithm.name=splitfed", "algorithm.participation=[1.0,0.5]"]},
+        ],
+    )  # fmt: skip
+
+
+def test_devices_are_dealt_once_from_one_population(tmp_path):
+    chosen, population, seed = tenants.load(two(tmp_path), SMALL)
+    assert [t.devices for t in chosen] == [[0, 1, 2], [3, 4]] and len(population) == 5
+    mine = tenants.devices_of(chosen[1], population)
+    assert [d.device_id for d in mine] == [0, 1] and mine[0].flops_per_s == population[3].flops_per_s
+    assert chosen[0].cfg.clients == 3 and chosen[1].cfg.algorithm.participation == (1.0, 0.5)
+
+
+def test_the_edge_server_is_shared_by_every_tenants_devices(tmp_path):
+    chosen, population, _ = tenants.load(two(tmp_path), [*SMALL, "rounds=1"])
+    scenarios = [build(t.cfg, tenants.devices_of(t, population)) for t in chosen]
+    alone = Engine(build(chosen[0].cfg, tenants.devices_of(chosen[0], population))).run()
+    tenants.share_edge([sc.strategy for sc in scenarios])
+    shared = Engine(scenarios[0]).run()
+    other = scenarios[1].strategy.edge_demand(1)
+    assert 1 <= other <= 2
+    for a, s in zip(alone["ledger"].clients, shared["ledger"].clients, strict=True):
+        # the same edge work, served alongside the other tenant's devices: longer edge time
+        assert s["server_flops"] == a["server_flops"]
+        assert s["server_s"] == pytest.approx(s["server_flops"] * (3 + other) / TIERS["edge_server"].flops_per_s)
+        assert s["server_s"] == pytest.approx(a["server_s"] * (3 + other) / 3)
+
+
+def test_bad_tenant_files_are_refused(tmp_path):
+    base = {"name": "a", "config": "tiny.yaml", "clients": 2, "target": 0.5, "deadline": 10}
+    cases = [
+        ([{**base, "devices": [0, 1]}, {**base, "name": "b", "devices": [1, 2]}], "device 1 serves two tenants"),
+        ([{**base, "deadline": -1}], r"tenants\[0\].deadline: -1"),
+        ([{**base, "colour": 1}], r"tenants\[0\].colour: unknown key"),
+        ([{k: v for k, v in base.items() if k != "target"}], r"tenants\[0\].target: missing"),
+        ([base, dict(base)], "two tenants share a name"),
+    ]
+    for entries, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            tenants.load(write(tmp_path, [dict(e) for e in entries]), SMALL)
+
+
+def test_time_to_target_reads_the_rounds():
+    rounds = [
+        {"round": 1, "accuracy": 0.4, "sim_elapsed_s": 10.0},
+        {"round": 2, "accuracy": 0.7, "sim_elapsed_s": 25.0},
+        {"round": 3, "accuracy": 0.6, "sim_elapsed_s": 40.0},
+    ]
+    assert tenants.time_to_target(rounds, "accuracy", 0.65) == {"reached": True, "round": 2, "seconds": 25.0}
+    lm = [{"round": 1, "log_ppl": 7.5, "sim_elapsed_s": 5.0}, {"round": 2, "log_ppl": 6.9, "sim_elapsed_s": 9.0}]
+    assert tenants.time_to_target(lm, "log_ppl", 7.0)["round"] == 2
+    assert not tenants.time_to_target(lm, "log_ppl", 6.0)["reached"]
+
+
+@pytest.mark.slow
+def test_the_cli_runs_all_four_tenants(tmp_path):
+    out = tmp_path / "mt"
+    sets = ["rounds=1", "train.max_steps=2", "train.batch_size=8", "data.max_test=20", "data.max_train=200"]
+    res = CliRunner().invoke(
+        app, ["train", "configs/splitfed_multitenant.yaml", "--out", str(out), *[a for s in sets for a in ("--set", s)]]
+    )
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "tenants.json").read_text())
+    names = [t["name"] for t in result["tenants"]]
+    assert names == ["vit_mnist", "whisper_fsdd", "minilm_sst2", "llama_bbcnews"]
+    assert [t["metric"] for t in result["tenants"]] == ["accuracy"] * 3 + ["log_ppl"]
+    assert all((out / n / "summary.json").is_file() for n in names)
+    devices = [d for t in result["tenants"] for d in t["devices"]]
+    assert sorted(devices) == list(range(24))
+    for t in result["tenants"]:
+        assert t["deadline_met"] == (t["target_reached"] and t["target_seconds"] <= t["deadline"])
