@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from benchmarks._common import write
+from benchmarks._common import table, write
 from edgefm.market import prince
 from edgefm.market import prince_baselines as B
 from edgefm.market.prince_instance import generate
@@ -131,7 +131,7 @@ def main() -> None:
             "",
             "## Scale (one seed)",
             "",
-            *__import__("benchmarks._common", fromlist=["table"]).table(big),
+            *table(big),
         ]
     )
     meta = {"instances": args.instances, "seed": args.seed, "devices": "20-100", "tenants": "1-4"}

@@ -26,6 +26,17 @@ from edgefm.fl.simulation import Engine
 OUT = Path(__file__).resolve().parents[1] / "src" / "edgefm" / "market" / "data" / "prince_tenants.json"
 
 TENANTS = {
+    "vit_mnist": (
+        "configs/splitfed_mnist.yaml",
+        ["rounds=1", "clients=4", "train.max_steps=10", "data.max_train=800", "data.max_test=50"],
+        "tiny ViT (4 layers, width 64) on MNIST, full training, cut after 2 layers, batch 32, 10 steps",
+    ),
+    "whisper_fsdd": (
+        "configs/splitfed_fsdd.yaml",
+        ["rounds=1", "clients=6", "train.max_steps=10", "data.max_test=30"],
+        "tiny Whisper encoder (4 layers, width 64) on spoken digits, full training, cut after 2 layers, "
+        "batch 32, 10 steps",
+    ),
     "minilm_sst2": (
         "configs/demo.yaml",
         [

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks._common import RESULTS, train_run, write
+from benchmarks._common import RESULTS, table, train_run, write
 from edgefm import config
 from edgefm.fl.scenario import build
 from edgefm.models.split import split
@@ -116,7 +116,8 @@ def main() -> None:
         path, base, kind = TENANTS[name]
         cut = int(next(o for o in base if o.startswith("algorithm.cut=")).split("=")[1])
         common = [f"rounds={args.rounds}", "train.max_steps=10"]
-        fed = train_run_from(path, [*base, *common, "algorithm.name=fedavg"], RUNS / f"{name}-fedavg")
+        on_device = [o for o in base if not o.startswith("algorithm.")]  # the same model, no cut
+        fed = train_run_from(path, [*on_device, *common, "algorithm.name=fedavg"], RUNS / f"{name}-fedavg")
         v1 = train_run_from(path, [*base, *common], RUNS / f"{name}-v1")
         v2 = train_run_from(path, [*base, *common, "algorithm.variant=v2"], RUNS / f"{name}-v2")
         mem = memory(name, cut)
@@ -129,7 +130,8 @@ def main() -> None:
                 {
                     "tenant": name,
                     "method": label,
-                    kind: metric(s, kind),
+                    "metric": kind,
+                    "value": metric(s, kind),
                     **per_round(s),
                     "sim s total": s["sim_seconds"],
                     "device train MiB": mib,
@@ -146,8 +148,9 @@ def main() -> None:
                 {
                     "tenant": name,
                     "aggregation": agg,
-                    f"{kind} mean": float(np.mean(vals)),
-                    f"{kind} std": float(np.std(vals)),
+                    "metric": kind,
+                    "mean": float(np.mean(vals)),
+                    "std": float(np.std(vals)),
                     "per seed": ", ".join(f"{v:.4f}" for v in vals),
                     "q": qs,
                 }
@@ -156,7 +159,7 @@ def main() -> None:
         [
             "## Skewed participation (q_n = 0.9 or 0.2 by the device's majority label; SFL-V1)",
             "",
-            *__import__("benchmarks._common", fromlist=["table"]).table(skew),
+            *table(skew),
             "",
             "device train MiB: what the device holds to train: 16 bytes per trainable parameter (weight, gradient,",
             "AdamW moments), 4 per frozen one, plus the activations autograd kept for one batch of 32 (measured).",

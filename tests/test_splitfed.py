@@ -137,3 +137,12 @@ def test_a_device_dropping_mid_step_leaves_the_round_consistent(variant):
     again = Engine(sc2).run()
     a, b = out["state"], again["state"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in b)
+
+
+def test_a_round_nobody_takes_part_in_leaves_the_model_unchanged():
+    """Independent participation can leave a round empty: the round passes, it is not an error."""
+    _, one = run(["rounds=1", "algorithm.participation=[0.05]"])
+    _, two = run(["rounds=2", "algorithm.participation=[0.05]"])
+    assert [r["accepted"] for r in two["ledger"].rounds] == [1, 0]  # this seed: one device, then nobody
+    assert all(r["status"] == "dropped" and "sat out round 2" in r["reason"] for r in two["ledger"].clients[4:])
+    assert all(torch.equal(one["state"][k], two["state"][k]) for k in one["state"])

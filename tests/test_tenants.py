@@ -46,13 +46,13 @@ def test_devices_are_dealt_once_from_one_population(tmp_path):
     assert [t.devices for t in chosen] == [[0, 1, 2], [3, 4]] and len(population) == 5
     mine = tenants.devices_of(chosen[1], population)
     assert [d.device_id for d in mine] == [0, 1] and mine[0].flops_per_s == population[3].flops_per_s
-    assert chosen[0].cfg.clients == 3 and chosen[1].cfg.algorithm.participation == (1.0, 0.5)
+    assert chosen[0].cfg.clients == 5 and chosen[1].cfg.algorithm.participation == (1.0, 0.5)  # data over all 5
 
 
 def test_the_edge_server_is_shared_by_every_tenants_devices(tmp_path):
     chosen, population, _ = tenants.load(two(tmp_path), [*SMALL, "rounds=1"])
-    scenarios = [build(t.cfg, tenants.devices_of(t, population)) for t in chosen]
-    alone = Engine(build(chosen[0].cfg, tenants.devices_of(chosen[0], population))).run()
+    scenarios = [build(t.cfg, tenants.devices_of(t, population), owners=t.devices) for t in chosen]
+    alone = Engine(build(chosen[0].cfg, tenants.devices_of(chosen[0], population), owners=chosen[0].devices)).run()
     tenants.share_edge([sc.strategy for sc in scenarios])
     shared = Engine(scenarios[0]).run()
     other = scenarios[1].strategy.edge_demand(1)
@@ -93,7 +93,8 @@ def test_time_to_target_reads_the_rounds():
 @pytest.mark.slow
 def test_the_cli_runs_all_four_tenants(tmp_path):
     out = tmp_path / "mt"
-    sets = ["rounds=1", "train.max_steps=2", "train.batch_size=8", "data.max_test=20", "data.max_train=200"]
+    sets = ["rounds=1", "train.max_steps=2", "train.batch_size=8", "data.max_test=20", "data.max_train=240"]
+    sets.append("partition.name=iid")  # 24 devices share each tenant's 240 examples
     res = CliRunner().invoke(
         app, ["train", "configs/splitfed_multitenant.yaml", "--out", str(out), *[a for s in sets for a in ("--set", s)]]
     )
@@ -107,3 +108,12 @@ def test_the_cli_runs_all_four_tenants(tmp_path):
     assert sorted(devices) == list(range(24))
     for t in result["tenants"]:
         assert t["deadline_met"] == (t["target_reached"] and t["target_seconds"] <= t["deadline"])
+
+
+def test_a_tenant_trains_on_its_devices_own_data(tmp_path):
+    """Data is dealt to the whole population; a tenant gets the shares of the devices serving it."""
+    chosen, population, _ = tenants.load(two(tmp_path), SMALL)
+    everyone = build(chosen[0].cfg)  # the same tenant alone on all 5 devices: the same deal
+    mine = build(chosen[1].cfg, tenants.devices_of(chosen[1], population), owners=chosen[1].devices)
+    for k, i in enumerate(chosen[1].devices):
+        assert list(mine.clients[k].train_index) == list(everyone.clients[i].train_index)

@@ -292,7 +292,7 @@ def loads(text: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
         raise ConfigError(f"config text is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise ConfigError("config text: expected a mapping at the top level")
-    return build(RunConfig, merge(raw, parse_overrides(overrides)))
+    return build(RunConfig, with_overrides(raw, parse_overrides(overrides)))
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -309,8 +309,17 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {first}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level")
-    raw = merge(raw, parse_overrides(overrides))
-    return build(RunConfig, raw)
+    return build(RunConfig, with_overrides(raw, parse_overrides(overrides)))
+
+
+def with_overrides(raw: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with ``over`` merged in. An override that switches the method (``algorithm.name``)
+    drops the file's other algorithm keys, which belong to the method it replaces; algorithm keys
+    given with the switch are kept (and checked against the new method)."""
+    algo, new = raw.get("algorithm"), over.get("algorithm")
+    if isinstance(algo, dict) and isinstance(new, dict) and "name" in new and new["name"] != algo.get("name"):
+        raw = {**raw, "algorithm": {}}
+    return merge(raw, over)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

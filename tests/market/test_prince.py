@@ -49,8 +49,8 @@ def test_the_potential_is_exact(seed, n, to, q):
     state.q[state.tenant < 0] = 0.0
     moved = state.copy()
     moved.tenant[n], moved.q[n] = to, (q if to >= 0 else 0.0)
-    _, _, before = prince._responses(inst, prices, state)
-    _, _, after = prince._responses(inst, prices, moved)
+    _, _, before = prince.responses(inst, prices, state)
+    _, _, after = prince.responses(inst, prices, moved)
     d_phi = prince.potential(inst, prices, moved) - prince.potential(inst, prices, state)
     assert after[n] - before[n] == pytest.approx(d_phi, abs=1e-12)
 

@@ -207,7 +207,7 @@ def _run_tenants(path: Path, sets: list[str], out: Path | None) -> None:
     out = out or Path("runs") / f"{path.stem}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     tenants.check_free(out, chosen)
     with console.status("loading data and models"):
-        scenarios = [build(t.cfg, tenants.devices_of(t, population)) for t in chosen]
+        scenarios = [build(t.cfg, tenants.devices_of(t, population), owners=t.devices) for t in chosen]
     tenants.share_edge([sc.strategy for sc in scenarios])
     results = []
     for t, sc in zip(chosen, scenarios, strict=True):

@@ -6,7 +6,7 @@ fails in a second, before any model is loaded and before anything is written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -66,20 +66,27 @@ def partition_indices(
     return [(pool[tr], pool[te]) for tr, te in splits]
 
 
-def build(cfg: RunConfig, devices: list[DeviceProfile] | None = None) -> Scenario:
-    """The run ``cfg`` describes; ``devices`` (one per client, ids 0..clients-1) replaces the
-    population it would sample (a device population shared by several tenants: ``fl/tenants.py``)."""
+def build(cfg: RunConfig, devices: list[DeviceProfile] | None = None, owners: list[int] | None = None) -> Scenario:
+    """The run ``cfg`` describes. Several tenants over one population (``fl/tenants.py``): the
+    data is dealt to all ``cfg.clients`` devices of the population, and the run trains only the
+    ``owners``' shares, on ``devices`` (theirs, numbered 0..len(owners)-1): a device's data is
+    its own whichever tenant it serves, and a tenant without the device goes without it."""
     strategy = build_strategy(cfg)
     task = tasks.make(cfg.task)
     bundle = task.load(cfg)
     public_rows, pool = public_split(cfg, len(bundle.train))
     splits = partition_indices(cfg, bundle, pool)
+    if owners is not None:
+        if not owners or not all(0 <= i < len(splits) for i in owners) or len(set(owners)) != len(owners):
+            raise EdgefmError(f"owners: {owners[:8]}; expected distinct device indices below {len(splits)}")
+        splits = [splits[i] for i in owners]
     if devices is None:
         devices = sample_population(
             cfg.clients, cfg.edge.tiers, cfg.edge.jitter, np.random.default_rng(seed_for(cfg.seed, 13))
         )
-    elif [d.device_id for d in devices] != list(range(cfg.clients)):
-        raise EdgefmError(f"devices: ids {[d.device_id for d in devices][:8]}; expected 0..{cfg.clients - 1}")
+        devices = devices if owners is None else [replace(devices[i], device_id=k) for k, i in enumerate(owners)]
+    elif [d.device_id for d in devices] != list(range(len(splits))):
+        raise EdgefmError(f"devices: ids {[d.device_id for d in devices][:8]}; expected 0..{len(splits) - 1}")
     tokenizer = task.setup(cfg, bundle)
     archs = task.architectures(cfg)
     workbench = Workbench(

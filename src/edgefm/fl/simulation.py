@@ -140,8 +140,11 @@ class Engine:
         for cid, why in dropped.items():
             log.warning("round %d: client %d dropped: %s", rnd, cid, why)
         if tasks and len(dropped) == len(tasks):
-            first = next(iter(dropped.values()))
-            raise EdgefmError(f"round {rnd}: every client failed; first error: {first}")
+            if set(declined) == set(tasks):  # e.g. every device sat out under independent participation
+                log.warning("round %d: every device declined or sat out; the model is unchanged", rnd)
+            else:
+                first = next(iter(dropped.values()))
+                raise EdgefmError(f"round {rnd}: every client failed; first error: {first}")
         updates = [replies[cid].update for cid in tasks if cid not in dropped]
         strategy.round_metrics = {}
         result = strategy.aggregate(rnd, state, updates, tasks)

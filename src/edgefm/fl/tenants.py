@@ -15,7 +15,9 @@ simulated seconds. A tenants file::
 
 ``config`` paths are relative to the tenants file; ``set`` holds overrides. The population is
 sampled once (``edge/devices.py``) with as many devices as the tenants take; a tenant without
-``devices`` takes the next ``clients`` in order. Each tenant is an ordinary run (its own folder
+``devices`` takes the next ``clients`` in order. Every tenant's data is dealt to the whole
+population (its ``partition``), and a tenant trains only on the shares of the devices serving
+it: a device's data is its own. Each tenant is an ordinary run (its own folder
 under the output, with its summary and report); what they share is the edge server: a device's
 edge time grows with every device the server serves in that round, for any tenant
 (``Strategy.edge_demand`` / ``edge_co_load``). ``tenants.json`` gives each tenant's metric,
@@ -93,19 +95,28 @@ def load(path: Path, overrides: list[str] = ()) -> tuple[list[Tenant], list[Devi
             if n < 1:
                 raise ConfigError(f"{where}.clients: {t.get('clients')!r}; expected devices: [...] or clients >= 1")
             devices = list(range(taken, taken + n))
+        if not devices:
+            raise ConfigError(f"{where}.devices: []; expected at least one device")
         taken = max(taken, max(devices) + 1)
-        sets = [*t.get("set", []), *overrides, f"seed={seed}", f"clients={len(devices)}"]
+        tenants.append((k, t, devices))
+    total = max(i for _, _, ds in tenants for i in ds) + 1
+    built = []
+    for k, t, devices in tenants:
+        where = f"tenants[{k}]"
+        # the tenant's data is dealt to the whole population; it trains on its devices' shares
+        sets = [*t.get("set", []), *overrides, f"seed={seed}", f"clients={total}"]
         cfg = config.load(path.parent / t["config"], sets)
         if not math.isfinite(float(t["deadline"])) or float(t["deadline"]) <= 0:
             raise ConfigError(f"{where}.deadline: {t['deadline']!r}; expected simulated seconds > 0")
-        tenants.append(Tenant(str(t["name"]), cfg, devices, float(t["target"]), float(t["deadline"])))
+        built.append(Tenant(str(t["name"]), cfg, devices, float(t["target"]), float(t["deadline"])))
+    tenants = built
     used = [i for t in tenants for i in t.devices]
     if len(used) != len(set(used)):
         twice = sorted({i for i in used if used.count(i) > 1})
         raise ConfigError(f"tenants: device {twice[0]} serves two tenants; expected each device to serve at most one")
     if len({t.name for t in tenants}) != len(tenants):
         raise ConfigError("tenants: two tenants share a name; expected distinct names")
-    population = sample_population(taken, edge.tiers, edge.jitter, np.random.default_rng(seed_for(seed, 13)))
+    population = sample_population(total, edge.tiers, edge.jitter, np.random.default_rng(seed_for(seed, 13)))
     return tenants, population, seed
 
 

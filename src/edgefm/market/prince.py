@@ -82,7 +82,7 @@ def potential(inst: Instance, prices: np.ndarray, state: State) -> float:
     return float(own.sum() - np.sum(inst.theta / 2 * (s**2 + sq)))
 
 
-def _responses(inst: Instance, prices: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def responses(inst: Instance, prices: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every device's best q at every tenant given the others ([N, M]), its utility there, and
     its current utility ([N])."""
     n = np.arange(inst.n_devices)
@@ -101,7 +101,7 @@ def _responses(inst: Instance, prices: np.ndarray, state: State) -> tuple[np.nda
 
 def device_regret(inst: Instance, prices: np.ndarray, state: State) -> np.ndarray:
     """Each device's largest gain from a unilateral change of tenant or q (0 at an equilibrium)."""
-    _, best_u, cur = _responses(inst, prices, state)
+    _, best_u, cur = responses(inst, prices, state)
     return np.maximum(best_u.max(axis=1, initial=0.0), 0.0) - cur
 
 
@@ -145,7 +145,7 @@ def device_equilibrium(
     prices = np.asarray(prices, dtype=float)
     if start is None:  # everyone at the tenant best for it alone
         zero = State(np.full(inst.n_devices, -1), np.zeros(inst.n_devices))
-        _, u, _ = _responses(inst, prices, zero)
+        _, u, _ = responses(inst, prices, zero)
         best = u.argmax(axis=1) if inst.n_tenants else np.zeros(inst.n_devices, int)
         start = State(np.where(u.max(axis=1, initial=0.0) > tol, best, -1), zero.q)
     state = start.copy()
@@ -205,7 +205,7 @@ def best_response_dynamics(
 
 def alternatives(inst: Instance, prices: np.ndarray, state: State, m: int) -> np.ndarray:
     """Each device's best utility away from tenant m (other tenants or abstaining)."""
-    _, best_u, _ = _responses(inst, prices, state)
+    _, best_u, _ = responses(inst, prices, state)
     best_u[:, m] = 0.0
     return best_u.max(axis=1, initial=0.0).clip(min=0.0)
 
@@ -280,7 +280,7 @@ def equilibrium(inst: Instance, rtol: float = 1e-3, max_sweeps: int = 50) -> dic
 
 def outcome(inst: Instance, prices: np.ndarray, state: State, clock: float | None = None, **info) -> dict:
     """The JSON outcome of any pricing (PRINCE's or a baseline's) at a device state."""
-    _, _, utility = _responses(inst, prices, state)
+    _, _, utility = responses(inst, prices, state)
     tenants = [tenant_metrics(inst, prices, state, m) for m in range(inst.n_tenants)]
     for t in tenants:  # JSON has no infinity: an unserved tenant's rounds and time are null
         for key in ("rounds", "time"):

@@ -197,6 +197,27 @@ def load_tenants() -> list[dict[str, Any]]:
     return read_json(Path(__file__).resolve().parent / "data" / "prince_tenants.json", InstanceError)["tenants"]
 
 
+def round_costs(devices: list, work: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per device and tenant, a round's device-side seconds and cost (d, e: [N, M]); per tenant,
+    the edge seconds per unit of load h and the congestion price theta (``edge/devices.py``
+    profiles, the tenants' measured per-round work)."""
+    from edgefm.edge.devices import TIERS
+
+    flops = np.array([d.flops_per_s for d in devices])
+    up, down = np.array([d.uplink_bps for d in devices]), np.array([d.downlink_bps for d in devices])
+    latency = np.array([d.latency_s for d in devices])
+    dollars_s = np.array([d.cost_per_hour for d in devices]) / 3600
+    ef, eb = np.array([d.energy_per_flop for d in devices]), np.array([d.energy_per_byte for d in devices])
+    seconds, cost = np.zeros((len(devices), len(work))), np.zeros((len(devices), len(work)))
+    for m, w in enumerate(work):
+        moved = w["bytes_up"] + w["bytes_down"]
+        seconds[:, m] = w["device_flops"] / flops + w["bytes_up"] / up + w["bytes_down"] / down
+        seconds[:, m] += 2 * w["messages"] * latency
+        cost[:, m] = seconds[:, m] * dollars_s + (w["device_flops"] * ef + moved * eb) * DOLLARS_PER_JOULE
+    h = np.array([w["edge_flops"] for w in work]) / TIERS["edge_server"].flops_per_s
+    return seconds, cost, h, h * dollars_s.mean()
+
+
 def generate(n_devices: int, n_tenants: int, rng: np.random.Generator, tenants: list[dict] | None = None) -> Instance:
     """A random market over a sampled device population (``edge/devices.py`` tiers, jittered)
     and the tenants' measured per-round work, cycled when ``n_tenants`` exceeds them.
@@ -207,29 +228,17 @@ def generate(n_devices: int, n_tenants: int, rng: np.random.Generator, tenants: 
     wait at the population's mean cost per second. Each device holds data for one or two tenants
     (log-normal sizes); gamma_n is its mean round cost times U(0.5, 2); G2 is log-normal around
     the tenant's start gradient scale. Until pilots calibrate a tenant's bound, alpha_m makes the
-    variance term a U(0.5, 0.9) share of the bound at full participation. eps_m makes full participation of every eligible
-    device need U(20, 60) rounds; the deadline is U(1.5, 4) times that job's time, the budget
+    variance term a U(0.5, 0.9) share of the bound at full participation. eps_m makes full
+    participation of every eligible device need U(20, 60) rounds; the deadline is U(1.5, 4) times that job's time, the budget
     U(0.8, 2) times its cost at q = 1. docs/prince.md lists these choices."""
-    from edgefm.edge.devices import TIERS, sample_population
+    from edgefm.edge.devices import sample_population
 
     if n_devices < 1 or n_tenants < 1:
         raise InstanceError(f"generate: {n_devices} devices, {n_tenants} tenants; expected at least one of each")
     table = tenants if tenants is not None else load_tenants()
     work = [table[m % len(table)] for m in range(n_tenants)]
     devices = sample_population(n_devices, TIER_MIX, 0.2, rng)
-    flops = np.array([d.flops_per_s for d in devices])
-    up, down = np.array([d.uplink_bps for d in devices]), np.array([d.downlink_bps for d in devices])
-    latency = np.array([d.latency_s for d in devices])
-    dollars_s = np.array([d.cost_per_hour for d in devices]) / 3600
-    ef, eb = np.array([d.energy_per_flop for d in devices]), np.array([d.energy_per_byte for d in devices])
-    seconds, cost = np.zeros((n_devices, n_tenants)), np.zeros((n_devices, n_tenants))
-    for m, w in enumerate(work):
-        moved = w["bytes_up"] + w["bytes_down"]
-        seconds[:, m] = w["device_flops"] / flops + w["bytes_up"] / up + w["bytes_down"] / down
-        seconds[:, m] += 2 * w["messages"] * latency
-        cost[:, m] = seconds[:, m] * dollars_s + (w["device_flops"] * ef + moved * eb) * DOLLARS_PER_JOULE
-    h = np.array([w["edge_flops"] for w in work]) / TIERS["edge_server"].flops_per_s
-    theta = h * dollars_s.mean()
+    seconds, cost, h, theta = round_costs(devices, work)
     share = np.zeros((n_devices, n_tenants))
     for n in range(n_devices):
         for m in rng.choice(n_tenants, size=min(n_tenants, int(rng.integers(1, 3))), replace=False):
