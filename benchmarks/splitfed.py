@@ -19,7 +19,6 @@ Run folders are cached under benchmarks/results/runs/splitfed (``train_run``).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,10 +43,6 @@ TENANTS = {
         "log_ppl",
     ),
 }
-
-
-def train_run_from(path: str, overrides: list[str], out: Path) -> dict:
-    return train_run(overrides, out, config=path)
 
 
 def memory(name: str, cut: int) -> dict:
@@ -117,9 +112,9 @@ def main() -> None:
         cut = int(next(o for o in base if o.startswith("algorithm.cut=")).split("=")[1])
         common = [f"rounds={args.rounds}", "train.max_steps=10"]
         on_device = [o for o in base if not o.startswith("algorithm.")]  # the same model, no cut
-        fed = train_run_from(path, [*on_device, *common, "algorithm.name=fedavg"], RUNS / f"{name}-fedavg")
-        v1 = train_run_from(path, [*base, *common], RUNS / f"{name}-v1")
-        v2 = train_run_from(path, [*base, *common, "algorithm.variant=v2"], RUNS / f"{name}-v2")
+        fed = train_run([*on_device, *common, "algorithm.name=fedavg"], RUNS / f"{name}-fedavg", config=path)
+        v1 = train_run([*base, *common], RUNS / f"{name}-v1", config=path)
+        v2 = train_run([*base, *common, "algorithm.variant=v2"], RUNS / f"{name}-v2", config=path)
         mem = memory(name, cut)
         for label, s, mib in (
             ("FedAvg (on-device)", fed, mem["whole_mib"]),
@@ -143,7 +138,7 @@ def main() -> None:
             vals = []
             for seed in args.seeds:
                 extra = [*common, f"seed={seed}", f"algorithm.participation={qs}", f"algorithm.aggregation={agg}"]
-                vals.append(metric(train_run_from(path, [*base, *extra], RUNS / f"{name}-{agg}-s{seed}"), kind))
+                vals.append(metric(train_run([*base, *extra], RUNS / f"{name}-{agg}-s{seed}", config=path), kind))
             skew.append(
                 {
                     "tenant": name,

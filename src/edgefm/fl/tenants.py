@@ -51,14 +51,18 @@ class Tenant:
     deadline: float
 
 
-def is_tenants_file(path: Path | None) -> bool:
-    if path is None or not Path(path).is_file():
-        return False
+def _read(path: Path) -> Any:
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", -1) + 1
         raise ConfigError(f"{path}: not valid YAML (line {line}): {getattr(exc, 'problem', exc)}") from None
+
+
+def is_tenants_file(path: Path | None) -> bool:
+    if path is None or not Path(path).is_file():
+        return False
+    raw = _read(path)
     return isinstance(raw, dict) and "tenants" in raw
 
 
@@ -66,7 +70,7 @@ def load(path: Path, overrides: list[str] = ()) -> tuple[list[Tenant], list[Devi
     """The tenants, the shared population and the seed. ``overrides`` (``key=value``) apply to
     every tenant's config (``seed=`` also reseeds the population)."""
     path = Path(path)
-    raw = yaml.safe_load(path.read_text())
+    raw = _read(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("tenants"), list) or not raw["tenants"]:
         raise ConfigError(f"{path}: tenants: expected a non-empty list of tenants")
     unknown = sorted(set(raw) - {"seed", "edge", "tenants"})
@@ -77,7 +81,7 @@ def load(path: Path, overrides: list[str] = ()) -> tuple[list[Tenant], list[Devi
         if o.startswith("seed="):
             seed = int(o.split("=", 1)[1])
     edge = config.loads(yaml.safe_dump({"edge": raw.get("edge") or {}})).edge
-    tenants, taken = [], 0
+    entries, taken = [], 0
     for k, t in enumerate(raw["tenants"]):
         where = f"tenants[{k}]"
         if not isinstance(t, dict):
@@ -98,18 +102,17 @@ def load(path: Path, overrides: list[str] = ()) -> tuple[list[Tenant], list[Devi
         if not devices:
             raise ConfigError(f"{where}.devices: []; expected at least one device")
         taken = max(taken, max(devices) + 1)
-        tenants.append((k, t, devices))
-    total = max(i for _, _, ds in tenants for i in ds) + 1
-    built = []
-    for k, t, devices in tenants:
+        entries.append((k, t, devices))
+    total = max(i for _, _, ds in entries for i in ds) + 1
+    tenants = []
+    for k, t, devices in entries:
         where = f"tenants[{k}]"
         # the tenant's data is dealt to the whole population; it trains on its devices' shares
         sets = [*t.get("set", []), *overrides, f"seed={seed}", f"clients={total}"]
         cfg = config.load(path.parent / t["config"], sets)
         if not math.isfinite(float(t["deadline"])) or float(t["deadline"]) <= 0:
             raise ConfigError(f"{where}.deadline: {t['deadline']!r}; expected simulated seconds > 0")
-        built.append(Tenant(str(t["name"]), cfg, devices, float(t["target"]), float(t["deadline"])))
-    tenants = built
+        tenants.append(Tenant(str(t["name"]), cfg, devices, float(t["target"]), float(t["deadline"])))
     used = [i for t in tenants for i in t.devices]
     if len(used) != len(set(used)):
         twice = sorted({i for i in used if used.count(i) > 1})
@@ -157,6 +160,8 @@ def outcome(tenant: Tenant, rounds: list[dict[str, Any]], metric: str) -> dict[s
 
 
 def check_free(out: Path, tenants: list[Tenant]) -> None:
+    from edgefm.fl import checkpoint
+
     for t in tenants:
-        if (out / t.name / "checkpoint.json").exists() or (out / t.name / "summary.json").exists():
+        if checkpoint.exists(out / t.name) or (out / t.name / "summary.json").exists():
             raise EdgefmError(f"--out {str(out)!r}: tenant {t.name} already has a run there; expected a new folder")

@@ -150,6 +150,7 @@ def device_equilibrium(
         start = State(np.where(u.max(axis=1, initial=0.0) > tol, best, -1), zero.q)
     state = start.copy()
     scale = tol * max(1.0, float(np.abs(prices).max(initial=0.0)), float(inst.cost.max(initial=0.0)))
+    a_all = prices.T - inst.cost
     for passes in range(1, max_passes + 1):
         state.q = _solve_q(inst, prices, state.tenant)
         gain = device_regret(inst, prices, state)
@@ -158,7 +159,6 @@ def device_equilibrium(
             state.tenant[state.q <= 0] = -1  # a member playing q = 0 is not serving anybody
             return state, passes
         s = state.loads(inst.n_tenants)
-        a_all = prices.T - inst.cost
         for n in movers[np.argsort(-gain[movers], kind="stable")]:
             _move(inst, a_all[n], n, state, s, scale)
     raise InstanceError(f"device game: no equilibrium within {max_passes} passes; expected convergence")

@@ -167,7 +167,7 @@ class Instance:
             if len(lengths) > 1:
                 i = next(i for i, r in enumerate(kw[k]) if len(r) != len(kw[k][0]))
                 raise InstanceError(f"devices.{k}[{i}]: {len(kw[k][i])} values; expected {len(kw[k][0])}")
-            kw[k] = np.array(kw[k]).reshape(len(rows), len(kw["eps"]) if not rows else -1)
+            kw[k] = np.array(kw[k]).reshape(len(rows), -1 if rows else len(kw["eps"]))
         if "names" in tenants:
             kw["names"] = tenants["names"]
         if "q_min" in raw:

@@ -74,8 +74,14 @@ def at_cut(inst: Instance, m: int, idx: np.ndarray, floor: np.ndarray, guess: fl
     the budget allows searched from ``guess`` (log kappa) outwards."""
     w = inst.share[idx, m] ** 2 * inst.g2[idx, m]
     budget = inst.budget[m]
+    seen: dict[float, tuple[np.ndarray, float, float]] = {}
 
     def evaluate(log_kappa: float):
+        if log_kappa not in seen:
+            seen[log_kappa] = _evaluate(log_kappa)
+        return seen[log_kappa]
+
+    def _evaluate(log_kappa: float):
         q = np.full(len(idx), 0.5)
         for _ in range(2):  # the congestion term depends on the tenant's own load
             q = _allocation(inst, m, idx, w, floor, math.exp(log_kappa), q.sum())

@@ -36,6 +36,8 @@ class MediaEncoder(nn.Module):
         self.config = model.config
         self.blocks = model.layers
         self.final_norm = model.layernorm if kind == "image" else model.layer_norm
+        c = model.config  # positions after the embedding: patches and [CLS], or audio frames / 2
+        self.positions = (c.image_size // c.patch_size) ** 2 + 1 if kind == "image" else c.max_source_positions
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         x = x.view(x.shape[0], *self.shape)

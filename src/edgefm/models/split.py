@@ -152,12 +152,10 @@ def split(model: nn.Module, cut: int) -> Split:
     if hasattr(model, "encoder") and hasattr(model.encoder, "run_blocks"):  # models/media.py
         layers, width = len(model.encoder.blocks), model.encoder.config.hidden_size
 
+        positions = model.encoder.positions
+
         def make(c: int) -> tuple[nn.Module, nn.Module]:
             return _MediaDevice(model.encoder, c), _MediaEdge(model, c)
-
-        with torch.no_grad():
-            probe = model.encoder.example_input(1).to(next(model.parameters()).device)
-            positions = model.encoder.embed(probe).shape[1]
 
     elif hasattr(model, "encoder") and hasattr(getattr(model.encoder, "encoder", None), "layer"):
         layers, width = len(model.encoder.encoder.layer), model.encoder.config.hidden_size

@@ -60,7 +60,6 @@ class Classify(Task):
         return model
 
     def encode(self, tokenizer, data: datasets.Dataset, index: np.ndarray, cfg: RunConfig) -> Encoded:
-        labels = data["label"]
         if "image" in data.column_names or "path" in data.column_names:
             rows = data.select(np.asarray(index, dtype=int))
             if "image" in data.column_names:
@@ -68,7 +67,7 @@ class Classify(Task):
             else:
                 feats = media.audio_features(tokenizer, rows["path"])
             return Encoded(feats, np.asarray(rows["label"], dtype=int))
-        texts = data["text"]
+        texts, labels = data["text"], data["label"]
         return encode([texts[i] for i in index], [labels[i] for i in index], tokenizer, cfg.data.max_length)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
