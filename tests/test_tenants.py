@@ -16,7 +16,7 @@ from edgefm.config import ConfigError
 from edgefm.edge.devices import TIERS
 from edgefm.fl import tenants
 from edgefm.fl.scenario import build
-from edgefm.fl.simulation import Engine
+from edgefm.fl.simulation import Callbacks, Engine
 
 SMALL = ["rounds=2", "train.max_steps=2", "train.batch_size=8", "data.max_train=120", "data.max_test=30"]
 
@@ -62,6 +62,42 @@ def test_the_edge_server_is_shared_by_every_tenants_devices(tmp_path):
         assert s["server_flops"] == a["server_flops"]
         assert s["server_s"] == pytest.approx(s["server_flops"] * (3 + other) / TIERS["edge_server"].flops_per_s)
         assert s["server_s"] == pytest.approx(a["server_s"] * (3 + other) / 3)
+
+
+def test_a_stopped_tenant_no_longer_loads_the_edge_server(tmp_path):
+    chosen, population, _ = tenants.load(two(tmp_path), SMALL)
+    scenarios = [build(t.cfg, tenants.devices_of(t, population), owners=t.devices) for t in chosen]
+    last = tenants.share_edge([sc.strategy for sc in scenarios])
+    a, b = scenarios[0].strategy, scenarios[1].strategy
+    assert [a.edge_co_load(r) for r in (1, 2, 3)] == [b.edge_demand(r) for r in (1, 2, 3)]
+    assert all(b.edge_demand(r) >= 1 for r in (1, 2, 3))  # b's first device always comes (q = 1)
+    last[1] = 1  # b stopped after round 1
+    assert [a.edge_co_load(r) for r in (1, 2, 3)] == [b.edge_demand(1), 0, 0]
+
+
+def test_a_tenant_stops_at_its_target_or_its_deadline(tmp_path):
+    chosen, population, _ = tenants.load(two(tmp_path), SMALL)
+    stop = tenants.finished(chosen[0])  # target 0.5 accuracy, deadline 100 s
+    assert not stop({"accuracy": 0.4, "sim_elapsed_s": 50.0})
+    assert stop({"accuracy": 0.5, "sim_elapsed_s": 50.0}) and stop({"accuracy": 0.1, "sim_elapsed_s": 100.0})
+    assert not stop({"sim_elapsed_s": 5.0})  # a round without evaluation
+    lm = tenants.Tenant("lm", chosen[0].cfg, [0], 7.0, 100.0)
+    assert tenants.finished(lm)({"log_ppl": 6.9, "sim_elapsed_s": 1.0}) and not tenants.finished(lm)(
+        {"log_ppl": 7.1, "sim_elapsed_s": 1.0}
+    )
+
+
+def test_the_engine_ends_a_run_when_the_callers_rule_says(tmp_path):
+    chosen, population, _ = tenants.load(two(tmp_path), [*SMALL, "rounds=4"])
+
+    class After2(Callbacks):
+        def should_stop(self, summary):
+            return summary["round"] >= 2
+
+    sc = build(chosen[0].cfg, tenants.devices_of(chosen[0], population), owners=chosen[0].devices)
+    assert [r["round"] for r in Engine(sc, After2()).run()["ledger"].rounds] == [1, 2]
+    sc = build(chosen[0].cfg, tenants.devices_of(chosen[0], population), owners=chosen[0].devices)
+    assert len(Engine(sc).run()["ledger"].rounds) == 4
 
 
 def test_bad_tenant_files_are_refused(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from edgefm.cli.app import SET_HELP, app, console, fail, overrides
 class RichProgress:
     """Renders engine events as progress bars: rounds, and clients within the round."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, stop: Callable[[dict], bool] | None = None):
         self.p = progress
+        self.stop = stop
         self.rounds_task: Any = None
         self.clients_task: Any = None
 
@@ -45,6 +47,9 @@ class RichProgress:
             f"sim {summary['sim_round_s']:.1f} s  wall {summary['wall_s']:.1f} s",
             highlight=False,
         )
+
+    def should_stop(self, summary: dict) -> bool:
+        return self.stop is not None and self.stop(summary)
 
 
 def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: Path | None, name: str) -> Path:
@@ -73,8 +78,9 @@ def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: 
     return _execute(scenario, cfg, run_dir, resume is not None)
 
 
-def _execute(scenario, cfg, run_dir: Path, resume: bool = False) -> Path:
-    """Train a built scenario into ``run_dir``: config, tokenizer, metrics, summary, report."""
+def _execute(scenario, cfg, run_dir: Path, resume: bool = False, stop: Callable[[dict], bool] | None = None) -> Path:
+    """Train a built scenario into ``run_dir``: config, tokenizer, metrics, summary, report;
+    ``stop``, asked after each round, may end the run before ``cfg.rounds``."""
     from edgefm import config
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -104,9 +110,9 @@ def _execute(scenario, cfg, run_dir: Path, resume: bool = False) -> Path:
             except ImportError:
                 fail("engine=flower needs Flower: pip install -c constraints.txt -e '.[flower]'")
 
-            run_simulation(cfg, run_dir, RichProgress(progress), resume=resume, scenario=scenario)
+            run_simulation(cfg, run_dir, RichProgress(progress, stop), resume=resume, scenario=scenario)
         else:
-            Engine(scenario, RichProgress(progress)).run(run_dir, resume=resume)
+            Engine(scenario, RichProgress(progress, stop)).run(run_dir, resume=resume)
     run = read_run(run_dir)
     extra = {
         "parameters_total": counts["total"],
@@ -208,11 +214,12 @@ def _run_tenants(path: Path, sets: list[str], out: Path | None) -> None:
     tenants.check_free(out, chosen)
     with console.status("loading data and models"):
         scenarios = [build(t.cfg, tenants.devices_of(t, population), owners=t.devices) for t in chosen]
-    tenants.share_edge([sc.strategy for sc in scenarios])
+    last = tenants.share_edge([sc.strategy for sc in scenarios])
     results = []
-    for t, sc in zip(chosen, scenarios, strict=True):
+    for k, (t, sc) in enumerate(zip(chosen, scenarios, strict=True)):
         console.print(f"[bold]tenant {t.name}[/]: devices {t.devices}", highlight=False)
-        run = read_run(_execute(sc, t.cfg, out / t.name))
+        run = read_run(_execute(sc, t.cfg, out / t.name, stop=tenants.finished(t)))
+        last[k] = len(run["rounds"])
         results.append(tenants.outcome(t, run["rounds"], headline(run)[0]))
     (out / "tenants.json").write_text(json.dumps({"seed": seed, "tenants": results}, indent=2))
     table = Table(title=f"{len(chosen)} tenants, {len(population)} devices, one edge server")

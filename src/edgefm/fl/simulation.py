@@ -36,6 +36,10 @@ class Callbacks:
     def on_client_end(self, rnd: int, client_id: int, row: dict[str, Any]) -> None: ...
     def on_round_end(self, summary: dict[str, Any]) -> None: ...
 
+    def should_stop(self, summary: dict[str, Any]) -> bool:
+        """The caller's stop rule, asked after every round (e.g. a tenant's target or deadline)."""
+        return False
+
 
 def sample_clients(seed: int, rnd: int, n: int, fraction: float) -> list[int]:
     """``max(1, round(fraction * n))`` clients, without replacement, seeded by (seed, round)."""
@@ -119,6 +123,9 @@ class Engine:
         self.cb.on_run_start(cfg.rounds, start)
         for rnd in range(start, cfg.rounds + 1):
             state = self._round(rnd, state, ledger, run_dir)
+            if rnd < cfg.rounds and self.cb.should_stop(ledger.rounds[-1]):
+                log.info("round %d: stopped by the caller's rule", rnd)
+                break
         return {"state": state, "ledger": ledger, **self.transport.checkpoint_fields()}
 
     def _round(self, rnd: int, state: Tensors, ledger: Ledger, run_dir: Path | None) -> Tensors:

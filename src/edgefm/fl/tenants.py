@@ -20,13 +20,16 @@ population (its ``partition``), and a tenant trains only on the shares of the de
 it: a device's data is its own. Each tenant is an ordinary run (its own folder
 under the output, with its summary and report); what they share is the edge server: a device's
 edge time grows with every device the server serves in that round, for any tenant
-(``Strategy.edge_demand`` / ``edge_co_load``). ``tenants.json`` gives each tenant's metric,
-whether and when (simulated seconds) it reached its target, and whether that met its deadline.
+(``Strategy.edge_demand`` / ``edge_co_load``). A tenant trains until it reaches its target or its simulated clock passes its deadline
+(its ``rounds`` is the cap), since rounds after either are time it would pay for and not use.
+``tenants.json`` gives each tenant's metric, whether and when (simulated seconds) it reached its
+target, and whether that met its deadline.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -128,18 +131,39 @@ def devices_of(tenant: Tenant, population: list[DeviceProfile]) -> list[DevicePr
     return [replace(population[i], device_id=k) for k, i in enumerate(tenant.devices)]
 
 
-def share_edge(strategies: list) -> None:
-    """Make every strategy count the devices the others have the edge server serve."""
+def share_edge(strategies: list) -> list[float]:
+    """Make every strategy count the devices the others have the edge server serve. Returns
+    each tenant's last round (inf until it is known): the runner sets it once a tenant stops,
+    so the tenants trained after it see its load end (those trained before see it to the cap)."""
+    last = [math.inf] * len(strategies)
     for k, s in enumerate(strategies):
-        others = strategies[:k] + strategies[k + 1 :]
-        s.edge_co_load = lambda rnd, others=others: sum(o.edge_demand(rnd) for o in others)
+        s.edge_co_load = lambda rnd, k=k: sum(
+            o.edge_demand(rnd) for j, o in enumerate(strategies) if j != k and rnd <= last[j]
+        )
+    return last
+
+
+def reached(metric: str, value: float, target: float) -> bool:
+    """Whether ``value`` of ``metric`` meets ``target`` (log-perplexity: at or below; else at or above)."""
+    return value <= target if metric == "log_ppl" else value >= target
+
+
+def finished(tenant: Tenant) -> Callable[[dict[str, Any]], bool]:
+    """A tenant's stop rule: it stops paying for rounds once it has reached its target or its
+    simulated clock has passed its deadline (``rounds`` stays the cap)."""
+
+    def stop(summary: dict[str, Any]) -> bool:
+        metric = "log_ppl" if "log_ppl" in summary else "accuracy"
+        hit = metric in summary and reached(metric, summary[metric], tenant.target)
+        return hit or summary["sim_elapsed_s"] >= tenant.deadline
+
+    return stop
 
 
 def time_to_target(rounds: list[dict[str, Any]], metric: str, target: float) -> dict[str, Any]:
     """The first round whose ``metric`` reaches ``target`` and the simulated seconds by then."""
-    better = (lambda v: v <= target) if metric == "log_ppl" else (lambda v: v >= target)
     for r in rounds:
-        if metric in r and better(r[metric]):
+        if metric in r and reached(metric, r[metric], target):
             return {"reached": True, "round": r["round"], "seconds": r["sim_elapsed_s"]}
     return {"reached": False, "round": None, "seconds": None}
 
