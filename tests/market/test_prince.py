@@ -205,3 +205,20 @@ def test_cli_round_trip(tmp_path):
     assert [t["time"] for t in result["tenants"]] == [t["time"] for t in again["tenants"]]
     assert result["converged"] and len(result["q"]) == 40 and len(result["prices"]) == 2
     assert "NaN" not in out.read_text() and "Infinity" not in out.read_text()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_social_optimum_is_no_worse_than_any_outcome_it_starts_from(seed):
+    rng = np.random.default_rng(seed)
+    inst = generate(int(rng.integers(12, 30)), int(rng.integers(2, 4)), rng)
+    starts = {"PRINCE": prince.equilibrium(inst), "top-k": B.topk(inst), "isolated": B.isolated(inst)}
+    planner = B.social(inst, list(starts.values()))
+    total = sum(t["time"] for t in planner["tenants"])
+    assert all(t["budget_met"] for t in planner["tenants"]) and all(t["time"] is not None for t in planner["tenants"])
+    assert max(planner["utility"]) == pytest.approx(0.0, abs=1e-9) and min(planner["utility"]) >= -1e-9  # paid at cost
+    for name, out in starts.items():
+        if all(t["time"] is not None and t["budget_met"] for t in out["tenants"]):
+            assert total <= sum(t["time"] for t in out["tenants"]) * (1 + 1e-9), name
+    # a local optimum: no single device does better elsewhere on the grid
+    again = B.social(inst, [planner])
+    assert sum(t["time"] for t in again["tenants"]) == pytest.approx(total)

@@ -9,7 +9,11 @@
   assumes unbiased aggregation; naive averaging can only need more).
 - ``topk``: each tenant takes its k largest-data devices not yet taken at q = 1, k the most its
   budget affords at the prices that induce q = 1.
-The social optimum is not here yet (docs/prince.md).
+- ``social``: the reference, not a mechanism: a planner who assigns devices and q directly to
+  minimise sum_m J_m, paying each device its cost (individually rational) within every budget,
+  ignoring the devices' and tenants' incentives. A local search (best single-device move, a
+  tenant or none and q on a grid, until none improves) from the outcomes it is given, so it is
+  a local optimum no worse than any of them, not a certified global one.
 """
 
 from __future__ import annotations
@@ -97,6 +101,75 @@ def _paid_at_cost(inst: Instance, state: State, clock: float) -> dict:
         m, q = state.tenant[n], state.q[n]
         prices[m, n] = inst.cost[n, m] + inst.theta[m] * load[m] + inst.gamma[n] * q / 2
     return outcome(inst, prices, state, clock=clock)
+
+
+Q_GRID = np.linspace(0.1, 1.0, 10)
+
+
+def social(inst: Instance, starts: list[dict], max_sweeps: int = 30) -> dict:
+    """The planner's local optimum of sum_m J_m, from each outcome in ``starts`` (their tenant
+    and q; a start whose at-cost payments break a budget is skipped, which an outcome that
+    honoured its budgets with devices at or above utility 0 never does)."""
+    clock = time.perf_counter()
+    best: tuple[tuple[int, float], State] | None = None
+    for start in starts:
+        state = State(np.asarray(start["tenant"], int), np.asarray(start["q"], float))
+        state.q = np.where(state.tenant >= 0, state.q, 0.0)
+        found = _descend(inst, state, max_sweeps)
+        if found is not None and (best is None or found[0] < best[0]):
+            best = found
+    if best is None:
+        raise ValueError("social: no start honours the budgets at cost")
+    return _paid_at_cost(inst, best[1], clock)
+
+
+def _descend(inst: Instance, state: State, max_sweeps: int) -> tuple[tuple[int, float], State] | None:
+    def time_of(m: int, tenant: np.ndarray, q: np.ndarray) -> float:
+        """J_m with members paid at cost, inf when that breaks the budget or nobody serves."""
+        members = np.flatnonzero(tenant == m)
+        if not len(members):
+            return math.inf
+        qm = q[members]
+        r = T.rounds(inst, m, members, qm)
+        load = qm.sum()
+        per_round = np.sum(qm * (inst.cost[members, m] + inst.theta[m] * load + inst.gamma[members] * qm / 2))
+        if r * per_round > inst.budget[m] * (1 + 1e-9):
+            return math.inf
+        return r * T.round_time(inst, m, members, qm)
+
+    def score(times: np.ndarray) -> tuple[int, float]:  # fewest unserved tenants first, then sum J
+        finite = np.isfinite(times)
+        return int((~finite).sum()), float(times[finite].sum())
+
+    times = np.array([time_of(m, state.tenant, state.q) for m in range(inst.n_tenants)])
+    if any(np.isinf(times[m]) and np.any(state.tenant == m) for m in range(inst.n_tenants)):
+        return None  # a served tenant over budget at cost
+    current = score(times)
+    for _ in range(max_sweeps):
+        improved = False
+        for n in range(inst.n_devices):
+            here = int(state.tenant[n])
+            move = None
+            for m in [-1, *np.flatnonzero(inst.share[n] > 0).tolist()]:
+                for qv in Q_GRID if m >= 0 else [0.0]:
+                    if m == here and qv == state.q[n]:
+                        continue
+                    tenant, q = state.tenant.copy(), state.q.copy()
+                    tenant[n], q[n] = m, qv
+                    trial = times.copy()
+                    for k in {here, m} - {-1}:
+                        trial[k] = time_of(k, tenant, q)
+                    if any(np.isinf(trial[k]) and np.any(tenant == k) for k in {here, m} - {-1}):
+                        continue  # a budget broken
+                    s = score(trial)
+                    gains = s[0] < current[0] or (s[0] == current[0] and s[1] < current[1] * (1 - 1e-9))
+                    if gains and (move is None or s < move[0]):
+                        move = (s, tenant, q, trial)
+            if move is not None:
+                current, state, times, improved = move[0], State(move[1], move[2]), move[3], True
+        if not improved:
+            break
+    return current, state
 
 
 def summary(result: dict) -> dict:
