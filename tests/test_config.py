@@ -1,8 +1,9 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from edgefm import config
+from edgefm import config, registry
 from edgefm.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +70,7 @@ def test_dump_round_trips(tmp_path):
         (["edge.tiers={toaster: 1}"], "edge.tiers: unknown tier 'toaster'"),
         (["rounds"], "expected key=value"),
         (["model.name=path"], "model.path: required when model.name=path"),
+        (["model.path=/tmp/m"], "model.path: '/tmp/m' is set but model.name is 'minilm', so it would be ignored"),
     ],
 )
 def test_bad_values_name_the_key(overrides, fragment):
@@ -93,3 +95,59 @@ def test_switching_the_method_drops_the_files_keys_for_the_old_one():
     assert config.load("configs/splitfed_mnist.yaml", ["algorithm.name=splitfed"]).algorithm.cut == 2  # same method
     with pytest.raises(config.ConfigError, match="algorithm.cut: unknown key"):
         config.load("configs/splitfed_mnist.yaml", ["algorithm.name=fedavg", "algorithm.cut=2"])
+
+
+def test_every_key_is_documented_from_the_code():
+    from edgefm import config_reference as R
+
+    keys = {(k.key, k.methods): k for k in R.all_keys()}
+    assert all(k.meaning for k in keys.values()), [k.key for k in keys.values() if not k.meaning]
+    # types, defaults and ranges come from the dataclasses and their checks
+    assert keys[("rounds", "")].default == "5" and keys[("rounds", "")].allowed == ">= 1"
+    assert keys[("fraction", "")].allowed == "> 0.0 and <= 1.0"
+    assert keys[("model.finetune", "")].allowed == "one of lora, full"
+    assert keys[("algorithm.mu", "fedprox")].allowed == ">= 0.0"
+    assert keys[("algorithm.delta", "fedms")].allowed == ">= 1"  # a check_range inside a loop
+    assert keys[("algorithm.participation", "splitfed")].type == "tuple[float, ...]"
+    # every registered method's keys are listed, and nothing else is under algorithm.
+    for name in registry.names("algorithm"):
+        cls = registry.get("algorithm", name)
+        for f in dataclasses.fields(cls):
+            if f.name != "name":
+                assert any(k == f"algorithm.{f.name}" and name in m.split(", ") for k, m in keys), (name, f.name)
+    # every core key a config can set is in the reference
+    flat = config.to_dict(config.load(None, []))
+    stack, core = [("", flat)], set()
+    while stack:
+        prefix, d = stack.pop()
+        for key, value in d.items():
+            if isinstance(value, dict) and key not in ("tiers",):
+                stack.append((f"{prefix}{key}.", value))
+            else:
+                core.add(f"{prefix}{key}")
+    assert core - {"algorithm.name"} <= {k for k, _ in keys}
+
+
+def test_docs_config_md_is_current():
+    from edgefm import config_reference as R
+
+    assert (ROOT / "docs" / "config.md").read_text() == R.markdown(), (
+        "run: edgefm config keys --markdown > docs/config.md"
+    )
+
+
+def test_config_show_and_keys_on_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgefm.cli import app
+
+    res = CliRunner().invoke(app, ["config", "show", str(ROOT / "configs" / "demo.yaml"), "--set", "rounds=3"])
+    assert res.exit_code == 0, res.output
+    shown = config.loads(res.output)
+    assert shown == config.load(ROOT / "configs" / "demo.yaml", ["rounds=3"]) and shown.rounds == 3
+    res = CliRunner().invoke(app, ["config", "keys", "fedprox"])
+    assert res.exit_code == 0 and "algorithm.mu" in res.output and "algorithm.cut" not in res.output
+    bad = CliRunner().invoke(app, ["config", "show", "--set", "rounds=0"])
+    assert bad.exit_code == 2 and "rounds: 0 is out of range" in bad.output
+    bare = CliRunner().invoke(app, ["train"])
+    assert bare.exit_code == 2 and "no config" in bare.output

@@ -31,12 +31,12 @@ class DataConfig:
     name: str | None = "sst2"  # a named dataset (task lm: a corpus, or several joined by +) or None
     path: str | None = None  # a local TSV/CSV/JSON/JSONL/parquet file instead of a named dataset
     test_path: str | None = None  # its test file; without it test_fraction of `path` is held out
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str = "text"  # the text column of a local file
+    label_column: str = "label"  # the label column of a local file (classification)
     max_train: int | None = 3000  # seeded subsample of the training pool (None: all of it)
-    max_test: int | None = None
+    max_test: int | None = None  # seeded subsample of the test set (None: all of it)
     max_length: int = 64  # tokens per example after truncation (classification)
-    test_fraction: float = 0.2
+    test_fraction: float = 0.2  # share of a named dataset or local file held out for testing when it has no test split
     # language modelling (task: lm)
     domain_column: str | None = None  # a local file's column naming each document's domain
     block_length: int = 64  # tokens per packed training block
@@ -79,9 +79,9 @@ class PartitionConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
+    r: int = 8  # LoRA rank
+    alpha: int = 16  # LoRA scaling numerator (the update is scaled by alpha / r)
+    dropout: float = 0.0  # dropout on the LoRA input
     target_modules: tuple[str, ...] | None = None  # None: the model's own (BERT: query, value; LMs: q/v projections)
     target_parameters: tuple[str, ...] | None = None  # None: the model's own (a MoE: its fused experts)
 
@@ -96,12 +96,13 @@ class LoraConfig:
 class ModelConfig:
     name: str = "minilm"  # classify: minilm | tiny_bert | path; lm: a causal-LM family or path
     path: str | None = None  # a local transformers checkpoint folder, with name=path
+    # lora: adapters + head train, the backbone is frozen; full: every weight trains
     finetune: Literal["lora", "full"] = "lora"
     lora: LoraConfig = field(default_factory=LoraConfig)
     # language modelling: the sizes a device may train (it picks the largest that fits its
     # memory), and the families devices are spread over (default: just ``name``)
     sizes: tuple[Literal["s", "m", "l"], ...] = ("s", "m", "l")
-    families: tuple[str, ...] = ()
+    families: tuple[str, ...] = ()  # lm: the families devices are spread over (empty: just model.name)
     # qwen3_moe only: > 0 builds a MoE of this many experts, each as wide as a dense qwen3's whole
     # MLP (the layout DeepFusion assembles); 0: the family's own fine-grained experts
     experts: int = 0
@@ -110,6 +111,11 @@ class ModelConfig:
         check_range("model.experts", self.experts, lo=0)
         if self.name == "path" and not self.path:
             raise ConfigError("model.path: required when model.name=path; expected a local model folder")
+        if self.path and "path" not in (self.name, *self.families):
+            raise ConfigError(
+                f"model.path: {self.path!r} is set but model.name is {self.name!r}, so it would be ignored; "
+                "expected model.name=path (or no model.path)"
+            )
         if not self.sizes:
             raise ConfigError("model.sizes: empty; expected some of s, m, l")
 
@@ -117,10 +123,10 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 1  # local epochs per round
-    batch_size: int = 32
+    batch_size: int = 32  # examples per local step
     lr: float = 1e-3  # LoRA (or full) weights
     head_lr: float = 1e-2  # the freshly initialised classifier head learns faster
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW weight decay
     max_steps: int | None = None  # cap on local optimizer steps per round
 
     def __post_init__(self) -> None:
@@ -210,12 +216,12 @@ class AlgorithmConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    seed: int = 0
+    seed: int = 0  # seeds everything: data split, devices, sampling, initialisation; same seed, same numbers
     task: Literal["classify", "lm"] = "classify"  # text classification, or causal language modelling
-    rounds: int = 5
-    clients: int = 10
+    rounds: int = 5  # communication rounds
+    clients: int = 10  # devices in the population (each holds one data partition)
     fraction: float = 1.0  # share of clients sampled each round
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # torch device for training; auto: cuda when present
     engine: Literal["inprocess", "flower"] = "inprocess"  # where clients run (see fl/flower.py)
     eval_every: int = 1  # evaluate the global model every k rounds (and always at the last)
     data: DataConfig = field(default_factory=DataConfig)

@@ -62,15 +62,19 @@ class FedMSConfig(AlgorithmConfig):
     strategy = "edgefm.algorithms.fedms:FedMS"
     tasks = ("classify",)  # experts are classifier heads
     name: str = "fedms"
-    stage1_rounds: int = 2
+    stage1_rounds: int = 2  # rounds in which every client trains only the global expert
+    # how many blocks get LoRA each round (Sparsely Activated LoRA): progressive grows m0 + round / delta,
+    # fixed keeps m0, all: every block
     sal: Literal["progressive", "fixed", "all"] = "progressive"
-    m0: int = 2
-    delta: int = 5
+    m0: int = 2  # LoRA blocks at the start (sal progressive or fixed)
+    delta: int = 5  # rounds between one more LoRA block (sal progressive)
     full_depth_flops: float = 150e9  # FLOP/s at which a device trains every block
-    gate_hidden: int = 16
-    gate_lr: float = 1e-3
-    local_weight: float = 0.5
+    gate_hidden: int = 16  # hidden width of the gate that mixes the global and local experts
+    gate_lr: float = 1e-3  # learning rate of the gate
+    local_weight: float = 0.5  # weight of the local expert's own cross-entropy in a client's loss
+    # learned: the gate mixing the experts trains; fixed: it keeps its initial weights
     gate: Literal["learned", "fixed"] = "learned"
+    # which experts predict: the mixture, the global alone or the local alone
     experts: Literal["mixture", "global", "local"] = "mixture"
 
     def __post_init__(self) -> None:
@@ -90,12 +94,18 @@ class RaFFMConfig(AlgorithmConfig):
     strategy = "edgefm.algorithms.raffm:RaFFM"
     tasks = ("classify",)  # the elastic space is a BERT encoder's
     name: str = "raffm"
+    # how the server orders weights (SPP: the paper's salience; none: as they are; independent_qk: query
+    # and key ranked apart)
     salience: Literal["spp", "none", "independent_qk"] = "spp"
+    # subnetworks offered: elastic widths, heterofl (1, 1/2, 1/4), or full (the whole model only)
     space: Literal["elastic", "heterofl", "full"] = "elastic"
+    # coverage: mean over the clients that trained a coordinate; participants; official: the official
+    # code's rule
     aggregation: Literal["coverage", "participants", "official"] = "coverage"
+    # a device that fits no subnetwork: drop it from the round, or force the smallest on it
     unfit: Literal["drop", "force"] = "drop"
     step_budget_s: float = 3.0  # one training step must take at most this long on a device
-    budget_seq_len: int = 64
+    budget_seq_len: int = 64  # tokens per example when sizing a training step against step_budget_s
     train_embeddings: bool = False  # for randomly initialised models, whose embeddings must learn
 
     def __post_init__(self) -> None:
@@ -122,17 +132,17 @@ class DeepFusionConfig(AlgorithmConfig):
     distill: Literal["vaa", "linear", "fedmkt", "ofa"] = "vaa"  # Phase II: the method and its baselines
     alpha: float = 1.0  # feature-matching weight (ofa: stage projectors' weight)
     beta: float = 1.0  # logit-distillation weight
-    temperature: float = 1.0
+    temperature: float = 1.0  # softmax temperature of the logit distillation
     stages: int = 4  # J (capped by the shallower model's depth)
     patches: int = 64  # Pq
     vaa_width: int = 256  # d
-    vaa_heads: int = 4
-    vaa_residual: bool = False
-    distill_steps: int = 60
-    distill_lr: float = 2e-3
-    vaa_lr: float = 1e-3
+    vaa_heads: int = 4  # attention heads of View-Aligned Attention
+    vaa_residual: bool = False  # add a residual path around View-Aligned Attention
+    distill_steps: int = 60  # Phase II: distillation steps per expert
+    distill_lr: float = 2e-3  # Phase II: learning rate of the expert being distilled
+    vaa_lr: float = 1e-3  # Phase II: learning rate of the View-Aligned Attention modules
     merge_steps: int = 40  # Phase III: router and shared layers fine-tuned, experts frozen
-    merge_lr: float = 5e-4
+    merge_lr: float = 5e-4  # Phase III: learning rate
     balance: float = 0.01  # load-balancing loss coefficient
     fedmkt_top_k: int = 128  # logits a FedMKT teacher keeps per token
 

@@ -5,7 +5,7 @@ Every user error (bad config value, missing file, unknown name) is one line on s
 code 2, with no traceback and nothing written.
 """
 
-from edgefm.cli import market, robust, runs, train  # noqa: F401 - each module adds its commands
+from edgefm.cli import config_cmd, market, robust, runs, train  # noqa: F401 - each module adds its commands
 from edgefm.cli.app import app
 
 __all__ = ["app"]

@@ -190,6 +190,10 @@ def train(
     if config_file is not None and "=" in config_file and not Path(config_file).exists():
         extra.insert(0, config_file)  # `train --set a=1 b=2` with no config: b=2 landed here
         config_file = None
+    if config_file is None and not set_ and not extra and resume is None:
+        fail(
+            "no config: expected a config file (e.g. edgefm train configs/demo.yaml) or --set overrides; edgefm demo runs the demo"
+        )
     from edgefm.fl import tenants
 
     try:
