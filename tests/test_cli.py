@@ -52,7 +52,7 @@ def test_missing_config_file(tmp_path):
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_train_tiny_end_to_end_writes_a_run_folder(tmp_path):
+def test_train_tiny_end_to_end_writes_a_run_folder(tmp_path, monkeypatch):
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", str(ROOT / "configs/tiny.yaml"), "--out", str(out), "--set", "rounds=2"])
     assert result.exit_code == 0, result.output
@@ -85,6 +85,14 @@ def test_train_tiny_end_to_end_writes_a_run_folder(tmp_path):
     cmp_page = tmp_path / "cmp.html"
     report = runner.invoke(app, ["report", str(out), str(out), "--out", str(cmp_page)])
     assert report.exit_code == 0 and "Comparison of 2 runs" in cmp_page.read_text()
+    # without --out, the comparison lands in a folder of its own under runs/, not the current folder
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    report = runner.invoke(app, ["report", str(out), str(out)])
+    assert report.exit_code == 0, report.output
+    assert sorted(p.name for p in Path(".").iterdir()) == ["runs"]
+    (page,) = Path("runs").glob("compare-*/compare.html")
+    assert (page.parent / "compare_plots").is_dir()
 
 
 def test_one_set_with_several_pairs_as_in_the_readme(tmp_path):

@@ -1,6 +1,7 @@
 """Robustness: metric known answers, suites, perturbations, models and the CLI."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ def test_zero_shot_minilm_on_every_suite_beats_nothing():
     assert sst["accuracy"] > 0.6  # sentiment from label descriptions alone
 
 
-def test_cli_on_a_tiny_run(tmp_path):
+def test_cli_on_a_tiny_run(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from edgefm.cli import app
@@ -191,3 +192,14 @@ def test_cli_on_a_tiny_run(tmp_path):
     assert bad.exit_code == 2 and "unknown" in bad.output
     both = runner.invoke(app, ["robust", "--run", str(run), "--zero-shot"])
     assert both.exit_code == 2
+    # without --run or --out the result gets a folder of its own under runs/, not the current folder
+    from edgefm.data import sources
+
+    monkeypatch.setenv("EDGEFM_DATA_DIR", str(sources.data_dir()))  # found from the repo, before we leave it
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    alone = runner.invoke(app, ["robust", "--zero-shot", "--suite", "advglue-sst2", "--limit", "8"])
+    assert alone.exit_code == 0, alone.output
+    assert [p.name for p in Path(".").iterdir()] == ["runs"]
+    (written,) = Path("runs").glob("robust-zero-shot-*/robustness.json")
+    assert json.loads(written.read_text())["results"][0]["n"] == 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -20,7 +21,9 @@ def robust(
     perturb: str = typer.Option("", "--perturb", help="Also perturb each suite: typo,synonym,distract."),
     seed: int = typer.Option(0, "--seed", help="Seed of the perturbations."),
     limit: int | None = typer.Option(None, "--limit", help="Judge only the first N examples of each suite."),
-    out: Path | None = typer.Option(None, "--out", help="robustness.json (default: in the run folder, or ./)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="robustness.json (default: in the run folder, or runs/robust-<model>-<time>/)."
+    ),
 ) -> None:
     """Adversarial and out-of-distribution evaluation; adds a section to the run's report."""
     from edgefm.robustness import runner
@@ -40,7 +43,11 @@ def robust(
         )
     except EdgefmError as exc:
         fail(str(exc))
-    target = out or ((run / "robustness.json") if run else Path("robustness.json"))
+    # never into the current folder: beside the run, or a folder of its own under runs/
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = out or (
+        run / "robustness.json" if run else Path("runs") / f"robust-{chosen[0].name}-{stamp}" / "robustness.json"
+    )
     write_json(target, result)
     table = Table(title=f"robustness of {result['model']}")
     for col in ("suite", "n", "accuracy", "ASR", "macro-F1", "drop from clean"):

@@ -246,13 +246,17 @@ def _run_tenants(path: Path, sets: list[str], out: Path | None) -> None:
 @app.command()
 def report(
     run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="One run, or several to compare."),
-    out: Path | None = typer.Option(None, "--out", help="HTML file (default: RUN_DIR/report.html or compare.html)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="HTML file (default: RUN_DIR/report.html, or runs/compare-<time>/compare.html for several)."
+    ),
 ) -> None:
     """Write one self-contained HTML page for a run, or comparing several."""
     from edgefm.report.html import write_report
 
     try:
-        target = out or (run_dirs[0] / "report.html" if len(run_dirs) == 1 else Path("compare.html"))
+        # never into the current folder: beside the run, or a folder of its own under runs/
+        compare = Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}" / "compare.html"
+        target = out or (run_dirs[0] / "report.html" if len(run_dirs) == 1 else compare)
         path = write_report(run_dirs, target)
     except EdgefmError as exc:
         fail(str(exc))
