@@ -78,3 +78,40 @@ def test_a_safetensors_file_without_edgefm_metadata_is_refused(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "checkpoint.safetensors"))
     with pytest.raises(EdgefmError, match="not a valid edgefm checkpoint"):
         checkpoint.load(tmp_path)
+
+
+def test_resume_with_more_rounds_extends_a_finished_run_to_the_longer_runs_numbers(tmp_path):
+    runner = CliRunner()
+    tiny = str(ROOT / "configs" / "tiny.yaml")
+    sets = ["--set", "clients=3", "--set", "data.max_train=90", "--set", "data.max_test=30"]
+    short, full = tmp_path / "short", tmp_path / "full"
+    assert runner.invoke(app, ["train", tiny, "--out", str(short), *sets, "--set", "rounds=2"]).exit_code == 0
+    assert runner.invoke(app, ["train", tiny, "--out", str(full), *sets, "--set", "rounds=3"]).exit_code == 0
+    res = runner.invoke(app, ["train", "--resume", str(short), "--set", "rounds=3"])
+    assert res.exit_code == 0, res.output
+    rows = lambda d: [  # noqa: E731
+        {k: v for k, v in json.loads(x).items() if k != "wall_s"}
+        for x in (d / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert len(rows(short)) == 3 and rows(short) == rows(full)
+    assert "rounds: 3" in (short / "config.yaml").read_text()
+    assert json.loads((short / "summary.json").read_text())["rounds"] == 3
+    # only rounds may change, and never below what already ran
+    other = runner.invoke(app, ["train", "--resume", str(short), "--set", "train.lr=0.1"])
+    assert other.exit_code == 2 and "only rounds=N" in other.output
+    fewer = runner.invoke(app, ["train", "--resume", str(short), "--set", "rounds=1"])
+    assert fewer.exit_code == 2 and "already finished 3 rounds" in fewer.output
+
+
+def test_ctrl_c_names_the_resume_command(tmp_path, monkeypatch):
+    from edgefm.fl import simulation
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(simulation.Engine, "run", interrupted)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(
+        app, ["train", str(ROOT / "configs" / "tiny.yaml"), "--out", str(out), "--set", "rounds=1"]
+    )
+    assert res.exit_code == 130 and f"edgefm train --resume {out}" in res.output.replace("\n", "")

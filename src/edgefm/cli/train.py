@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from edgefm import EdgefmError
@@ -66,7 +66,7 @@ def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: 
         except EdgefmError as exc:
             fail(str(exc))
         if overrides:
-            fail("--set cannot be combined with --resume: a resumed run keeps its saved config")
+            cfg = _extended(resume, cfg, overrides)
         run_dir = resume
     else:
         stem = cfg_path.stem if cfg_path else name
@@ -75,7 +75,28 @@ def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: 
             fail(f"--out {str(run_dir)!r} already holds a run; expected a new folder (or use --resume {run_dir})")
     with console.status("loading data and model"):
         scenario = build(cfg)  # every check that can fail happens before anything is written
+    if resume is not None and overrides:
+        (run_dir / "config.yaml").write_text(config.dump(cfg))  # the extended run resumes as such later
     return _execute(scenario, cfg, run_dir, resume is not None)
+
+
+def _extended(run_dir: Path, cfg, overrides: list[str]):
+    """A finished or interrupted run's config with more rounds (``--resume RUN --set rounds=N``)."""
+    from edgefm import config
+    from edgefm.fl import checkpoint
+
+    keys = sorted({o.split("=", 1)[0].strip() for o in overrides})
+    if keys != ["rounds"]:
+        fail(f"--set {keys[-1] if keys[-1] != 'rounds' else keys[0]} with --resume: only rounds=N (to extend the run); "
+             "a resumed run keeps the rest of its saved config")  # fmt: skip
+    try:
+        new = config.loads(config.dump(cfg), overrides)
+        done = checkpoint.load(run_dir).round
+    except EdgefmError as exc:
+        fail(str(exc))
+    if new.rounds < done:
+        fail(f"rounds: {new.rounds}; the run has already finished {done} rounds; expected at least {done}")
+    return new
 
 
 def _execute(scenario, cfg, run_dir: Path, resume: bool = False, stop: Callable[[dict], bool] | None = None) -> Path:
@@ -103,16 +124,22 @@ def _execute(scenario, cfg, run_dir: Path, resume: bool = False, stop: Callable[
         highlight=False,
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    columns += [TextColumn("left"), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
-        if cfg.engine == "flower":
-            try:
-                from edgefm.fl.flower import run_simulation
-            except ImportError:
-                fail("engine=flower needs Flower: pip install -c constraints.txt -e '.[flower]'")
+        try:
+            if cfg.engine == "flower":
+                try:
+                    from edgefm.fl.flower import run_simulation
+                except ImportError:
+                    fail("engine=flower needs Flower: pip install -c constraints.txt -e '.[flower]'")
 
-            run_simulation(cfg, run_dir, RichProgress(progress, stop), resume=resume, scenario=scenario)
-        else:
-            Engine(scenario, RichProgress(progress, stop)).run(run_dir, resume=resume)
+                run_simulation(cfg, run_dir, RichProgress(progress, stop), resume=resume, scenario=scenario)
+            else:
+                Engine(scenario, RichProgress(progress, stop)).run(run_dir, resume=resume)
+        except KeyboardInterrupt:  # the checkpoint holds every finished round
+            progress.stop()
+            console.print(f"interrupted: continue from the last finished round with  edgefm train --resume {run_dir}")
+            raise typer.Exit(code=130) from None
     run = read_run(run_dir)
     extra = {
         "parameters_total": counts["total"],
@@ -180,7 +207,9 @@ def train(
     extra: list[str] | None = typer.Argument(None, metavar="[KEY=VALUE]...", help="More overrides."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     out: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/<config>-<algorithm>-...)."),
-    resume: Path | None = typer.Option(None, "--resume", help="Finish an interrupted run from its folder."),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Finish an interrupted run from its folder (with --set rounds=N: extend it)."
+    ),
     engine: str | None = typer.Option(None, "--engine", help="inprocess (default) or flower (Flower simulation)."),
 ) -> None:
     """Train with a config: federated, local-only or centralized, as the config says."""
