@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from edgefm import EdgefmError
-from edgefm.cli.app import app, console, fail, write_json
+from edgefm.cli.app import app, console, fail
 
 
 @app.command()
@@ -26,29 +25,16 @@ def robust(
     ),
 ) -> None:
     """Adversarial and out-of-distribution evaluation; adds a section to the run's report."""
-    from edgefm.robustness import runner
+    from edgefm import api
 
-    chosen = [x for x in (run, model) if x is not None] + ([Path("zero-shot")] if zero_shot else [])
-    if len(chosen) != 1:
-        fail("give exactly one of --run RUN_DIR, --model DIR or --zero-shot")
     try:
-        result = runner.run(
-            run=run,
-            model=model,
-            zero_shot=zero_shot,
-            suites=[x for x in suite.split(",") if x],
-            perturbations=[x for x in perturb.split(",") if x],
-            seed=seed,
-            limit=limit,
-        )
+        judged = api.robust(
+            run=run, model=model, zero_shot=zero_shot, suites=[x for x in suite.split(",") if x],
+            perturbations=[x for x in perturb.split(",") if x], seed=seed, limit=limit, out=out,
+        )  # fmt: skip
     except EdgefmError as exc:
         fail(str(exc))
-    # never into the current folder: beside the run, or a folder of its own under runs/
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = out or (
-        run / "robustness.json" if run else Path("runs") / f"robust-{chosen[0].name}-{stamp}" / "robustness.json"
-    )
-    write_json(target, result)
+    result, target = judged.result, judged.path
     table = Table(title=f"robustness of {result['model']}")
     for col in ("suite", "n", "accuracy", "ASR", "macro-F1", "drop from clean"):
         table.add_column(col, justify="right")
@@ -68,8 +54,5 @@ def robust(
         )
     console.print(table)
     if run is not None:
-        from edgefm.report.html import write_report
-
-        write_report([run], run / "report.html")
         console.print(f"report: {run / 'report.html'} (robustness section added)", highlight=False)
     console.print(f"robustness: {target}", highlight=False)

@@ -53,106 +53,35 @@ class RichProgress:
 
 
 def _run(cfg_path: Path | None, overrides: list[str], out: Path | None, resume: Path | None, name: str) -> Path:
-    from edgefm import config
+    from edgefm import api
 
-    if resume is None:  # a bad config fails before torch is even imported
-        cfg = config.load(cfg_path, overrides)
-    from edgefm.fl import checkpoint
-    from edgefm.fl.scenario import build
-
-    if resume is not None:
-        try:
-            cfg = checkpoint.run_config(resume, "--resume")
-        except EdgefmError as exc:
-            fail(str(exc))
-        if overrides:
-            cfg = _extended(resume, cfg, overrides)
-        run_dir = resume
-    else:
-        stem = cfg_path.stem if cfg_path else name
-        run_dir = out or Path("runs") / f"{stem}-{cfg.algorithm.name}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if checkpoint.exists(run_dir):
-            fail(f"--out {str(run_dir)!r} already holds a run; expected a new folder (or use --resume {run_dir})")
-    with console.status("loading data and model"):
-        scenario = build(cfg)  # every check that can fail happens before anything is written
-    if resume is not None and overrides:
-        (run_dir / "config.yaml").write_text(config.dump(cfg))  # the extended run resumes as such later
-    return _execute(scenario, cfg, run_dir, resume is not None)
+    with console.status("loading data and model"):  # every check that can fail happens before anything is written
+        prepared = api.prepare(cfg_path, overrides, out, resume, name=cfg_path.stem if cfg_path else name)
+    run = _execute(prepared)
+    _print_summary(run.summary, run.dir)
+    return run.dir
 
 
-def _extended(run_dir: Path, cfg, overrides: list[str]):
-    """A finished or interrupted run's config with more rounds (``--resume RUN --set rounds=N``)."""
-    from edgefm import config
-    from edgefm.fl import checkpoint
+def _execute(prepared, stop: Callable[[dict], bool] | None = None):
+    """Train a prepared run with progress bars (``api.execute``); Ctrl-C names the resume command."""
+    from edgefm import api
 
-    keys = sorted({o.split("=", 1)[0].strip() for o in overrides})
-    if keys != ["rounds"]:
-        fail(f"--set {keys[-1] if keys[-1] != 'rounds' else keys[0]} with --resume: only rounds=N (to extend the run); "
-             "a resumed run keeps the rest of its saved config")  # fmt: skip
-    try:
-        new = config.loads(config.dump(cfg), overrides)
-        done = checkpoint.load(run_dir).round
-    except EdgefmError as exc:
-        fail(str(exc))
-    if new.rounds < done:
-        fail(f"rounds: {new.rounds}; the run has already finished {done} rounds; expected at least {done}")
-    return new
-
-
-def _execute(scenario, cfg, run_dir: Path, resume: bool = False, stop: Callable[[dict], bool] | None = None) -> Path:
-    """Train a built scenario into ``run_dir``: config, tokenizer, metrics, summary, report;
-    ``stop``, asked after each round, may end the run before ``cfg.rounds``."""
-    from edgefm import config
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (run_dir / "config.yaml").write_text(config.dump(cfg))
-        scenario.workbench.tokenizer.save_pretrained(str(run_dir / "tokenizer"))  # to use the models outside edgefm
-        for stale in ("metrics.jsonl", "clients.jsonl"):
-            (run_dir / stale).unlink(missing_ok=True)
-    from edgefm.fl.simulation import Engine
-    from edgefm.report.html import build_summary, read_run, write_report
-
-    counts = {
-        "total": scenario.workbench.parameter_counts()["total"],
-        "trainable": scenario.strategy.trainable_parameters(scenario.workbench),
-    }
+    cfg, run_dir, counts = prepared.cfg, prepared.dir, api.parameter_counts(prepared)
     console.print(
-        f"[bold]{cfg.algorithm.name}[/] on {scenario.bundle.name} with {cfg.model.name} "
-        f"({counts['trainable']:,} of {counts['total']:,} parameters trainable), {len(scenario.clients)} client(s), "
-        f"{cfg.rounds} rounds, seed {cfg.seed} -> {run_dir}",
+        f"[bold]{cfg.algorithm.name}[/] on {prepared.scenario.bundle.name} with {cfg.model.name} "
+        f"({counts['trainable']:,} of {counts['total']:,} parameters trainable), {len(prepared.scenario.clients)} "
+        f"client(s), {cfg.rounds} rounds, seed {cfg.seed} -> {run_dir}",
         highlight=False,
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     columns += [TextColumn("left"), TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         try:
-            if cfg.engine == "flower":
-                try:
-                    from edgefm.fl.flower import run_simulation
-                except ImportError:
-                    fail("engine=flower needs Flower: pip install -c constraints.txt -e '.[flower]'")
-
-                run_simulation(cfg, run_dir, RichProgress(progress, stop), resume=resume, scenario=scenario)
-            else:
-                Engine(scenario, RichProgress(progress, stop)).run(run_dir, resume=resume)
+            return api.execute(prepared, RichProgress(progress, stop))
         except KeyboardInterrupt:  # the checkpoint holds every finished round
             progress.stop()
             console.print(f"interrupted: continue from the last finished round with  edgefm train --resume {run_dir}")
             raise typer.Exit(code=130) from None
-    run = read_run(run_dir)
-    extra = {
-        "parameters_total": counts["total"],
-        "parameters_trainable": counts["trainable"],
-        "trainable_percent": 100.0 * counts["trainable"] / counts["total"],
-        "devices": [d.to_dict() for d in scenario.devices],
-    }
-    summary = build_summary(run, extra)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    run["summary"] = summary
-    write_report([run_dir], run_dir / "report.html")
-    _print_summary(summary, run_dir)
-    return run_dir
 
 
 def _print_summary(s: dict, run_dir: Path) -> None:
@@ -238,6 +167,7 @@ def train(
 
 def _run_tenants(path: Path, sets: list[str], out: Path | None) -> None:
     """Several tenants over one device population and one edge server (``fl/tenants.py``)."""
+    from edgefm import api
     from edgefm.fl import tenants
     from edgefm.fl.scenario import build
     from edgefm.report.html import headline, read_run
@@ -251,7 +181,7 @@ def _run_tenants(path: Path, sets: list[str], out: Path | None) -> None:
     results = []
     for k, (t, sc) in enumerate(zip(chosen, scenarios, strict=True)):
         console.print(f"[bold]tenant {t.name}[/]: devices {t.devices}", highlight=False)
-        run = read_run(_execute(sc, t.cfg, out / t.name, stop=tenants.finished(t)))
+        run = read_run(_execute(api.Prepared(t.cfg, out / t.name, sc), stop=tenants.finished(t)).dir)
         last[k] = len(run["rounds"])
         results.append(tenants.outcome(t, run["rounds"], headline(run)[0]))
     (out / "tenants.json").write_text(json.dumps({"seed": seed, "tenants": results}, indent=2))
