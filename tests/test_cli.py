@@ -186,3 +186,39 @@ def test_minilm_small_slice_learns(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == "minilm" and summary["final_accuracy"] > 0.6
     assert summary["trainable_percent"] < 1.0  # LoRA r=8 on query/value + head
+
+
+BAD_FILES = {
+    "empty.csv": (b"", "cannot be read as csv"),
+    "latin.csv": (b"text,label\n\xff\xfe caf\xe9,1\nok,0\n", "cannot be read as csv: 'utf-8' codec"),
+    "noise.csv": (bytes(range(256)) * 2, "cannot be read as csv"),
+    "noise.parquet": (b"PAR0" + bytes(range(200)), "cannot be read as parquet"),
+    "broken.jsonl": (b'{"text": "a", "label": 1}\n{broken', "cannot be read as jsonl"),
+    "header.csv": (b"text,label\n", "holds no rows"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_data_files_are_one_line_errors(tmp_path, name):
+    content, fragment = BAD_FILES[name]
+    (tmp_path / name).write_bytes(content)
+    out = tmp_path / "run"
+    sets = ["--set", "data.name=null", "--set", f"data.path={tmp_path / name}", "--set", "rounds=1"]
+    result = runner.invoke(app, ["train", str(ROOT / "configs/tiny.yaml"), "--out", str(out), *sets])
+    assert result.exit_code == 2 and fragment in result.output and result.exception.__class__ is SystemExit
+    assert not out.exists()
+
+
+def test_out_paths_blocked_by_a_file_and_corrupt_run_files(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        result = runner.invoke(app, ["train", str(ROOT / "configs/tiny.yaml"), "--out", str(out), "--set", "rounds=1"])
+        assert result.exit_code == 2 and "a file is in the way" in result.output
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"round": 1}\n{"round": 2, "acc')
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 2 and "line 2: not JSON" in result.output
+    assert not (run / "report.html").exists()
+    bad = runner.invoke(app, ["robust", "--zero-shot", "--limit", "-5"])
+    assert bad.exit_code == 2 and "--limit: -5" in bad.output

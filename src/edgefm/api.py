@@ -120,6 +120,8 @@ def prepare(
         stem = name or (Path(source).stem if isinstance(source, str | Path) else "run")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path(out) if out else Path("runs") / f"{stem}-{cfg.algorithm.name}-seed{cfg.seed}-{stamp}"
+        if run_dir.exists() and not run_dir.is_dir() or any(p.is_file() for p in run_dir.parents):
+            raise EdgefmError(f"--out {str(run_dir)!r}: a file is in the way; expected a folder path")
         if checkpoint.exists(run_dir):
             raise EdgefmError(
                 f"--out {str(run_dir)!r} already holds a run; expected a new folder (or use --resume {run_dir})"

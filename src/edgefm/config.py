@@ -87,6 +87,7 @@ class LoraConfig:
 
     def __post_init__(self) -> None:
         check_range("model.lora.r", self.r, lo=1)
+        check_range("model.lora.alpha", self.alpha, lo=1)
         check_range("model.lora.dropout", self.dropout, lo=0.0, hi=1.0, open_hi=True)
         if self.target_modules is not None and not self.target_modules:
             raise ConfigError("model.lora.target_modules: empty; expected module names such as [query, value]")
@@ -233,6 +234,7 @@ class RunConfig:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
 
     def __post_init__(self) -> None:
+        check_range("seed", self.seed, lo=0)  # numpy's generators take no negative seeds
         check_range("rounds", self.rounds, lo=1)
         check_range("clients", self.clients, lo=1)
         check_range("fraction", self.fraction, lo=0.0, hi=1.0, open_lo=True)

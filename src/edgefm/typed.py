@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
@@ -99,6 +100,9 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: {value!r} has the wrong type; expected a number")
+        if not math.isfinite(value):  # no setting means anything at NaN or infinity
+            what = "is not a number" if value != value else "is infinite"
+            raise ConfigError(f"{key}: {value!r} {what}; expected a finite value")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

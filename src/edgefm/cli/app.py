@@ -45,6 +45,13 @@ def main(
     )
 
 
+def seed_option(value: int) -> int:
+    """A ``--seed`` callback: numpy's generators take no negative seeds."""
+    if value < 0:
+        fail(f"--seed {value}: expected a non-negative integer")
+    return value
+
+
 def overrides(set_: list[str], extra: list[str] | None) -> list[str]:
     """``--set a=1 b=2`` reaches us as one option value plus trailing arguments: take both."""
     for item in extra or []:
@@ -53,8 +60,20 @@ def overrides(set_: list[str], extra: list[str] | None) -> list[str]:
     return [*set_, *(extra or [])]
 
 
+def check_out(path: Path) -> None:
+    """An output file path with no folder at it and no file above it (checked before any work)."""
+    if path.is_dir() or any(p.is_file() for p in path.parents):
+        fail(f"--out {str(path)!r}: a folder or a file is in the way; expected a file path")
+
+
 def write_json(path: Path, payload: dict) -> None:
+    """Valid JSON (no NaN or Infinity) written atomically, or a one-line error and nothing written."""
+    check_out(path)
+    try:
+        text = json.dumps(payload, indent=1, allow_nan=False)
+    except ValueError:
+        fail(f"{str(path)!r}: the result holds NaN or infinity, which JSON cannot carry; nothing written")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.write_text(text)
     tmp.replace(path)  # never a half-written result

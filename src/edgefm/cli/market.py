@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from edgefm import EdgefmError
-from edgefm.cli.app import app, console, fail, write_json
+from edgefm.cli.app import app, check_out, console, fail, seed_option, write_json
 
 market_app = typer.Typer(no_args_is_help=True, help="Markets: pricing, incentives and auctions (numpy only).")
 app.add_typer(market_app, name="market")
@@ -20,7 +20,7 @@ def _parse_pair(text: str, option: str, names: str) -> tuple[int, ...]:
         values = tuple(int(x) for x in text.split(","))
     except ValueError:
         values = ()
-    if not values or any(v < 0 for v in values):
+    if len(values) != names.count(",") + 1 or any(v < 0 for v in values):
         fail(f"{option} {text!r}: expected {names} as non-negative integers, e.g. 1000,4")
     return values
 
@@ -29,6 +29,8 @@ def _instance(instance: Path | None, out: Path | None, generate, usage: str, cls
     """``--generate``: write the instance ``generate()`` returns (with a description) to
     ``--instance``, and stop there unless ``--out`` asks for a result too; without it, read
     ``--instance``. Returns the instance as read back from its file, or None when done."""
+    if out is not None:
+        check_out(out)
     if generate is not None:
         if instance is None:
             fail("--generate needs --instance FILE.json to write the instance to")
@@ -49,7 +51,7 @@ def market_lmaas(
     ),
     out: Path | None = typer.Option(None, "--out", help="Result JSON: prices, choices, durations, profits."),
     generate: str | None = typer.Option(None, "--generate", help="N_CUSTOMERS,N_MODELS: write a random instance."),
-    seed: int = typer.Option(0, "--seed", help="Seed for --generate."),
+    seed: int = typer.Option(0, "--seed", callback=seed_option, help="Seed for --generate."),
 ) -> None:
     """Large-Model-as-a-Service pricing: IMP prices for the seller, RSR choices for customers."""
     import numpy as np
@@ -104,7 +106,9 @@ def market_aeria(
         None, "--instance", help="Instance JSON to run (or to write with --generate)."
     ),
     out: Path | None = typer.Option(None, "--out", help="Outcome JSON: winners, payments, plans, revenue."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the auction's randomness (and of --generate)."),
+    seed: int = typer.Option(
+        0, "--seed", callback=seed_option, help="Seed of the auction's randomness (and of --generate)."
+    ),
     variant: str = typer.Option("threshold", "--variant", help="threshold (universally truthful) or consensus."),
     generate: int | None = typer.Option(None, "--generate", help="N_USERS: write a random instance."),
     workload: str = typer.Option("resnet50", "--workload", help="Workload for --generate (see docs/aeria.md)."),
@@ -152,7 +156,7 @@ def market_prince(
     ),
     out: Path | None = typer.Option(None, "--out", help="Outcome JSON: prices, tenants, q, times, payments."),
     generate: str | None = typer.Option(None, "--generate", help="N_DEVICES,N_TENANTS: write a random instance."),
-    seed: int = typer.Option(0, "--seed", help="Seed for --generate."),
+    seed: int = typer.Option(0, "--seed", callback=seed_option, help="Seed for --generate."),
 ) -> None:
     """PRINCE: a congestion game among devices under tenants' Stackelberg prices (split fine-tuning)."""
     import numpy as np

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from edgefm import EdgefmError
-from edgefm.cli.app import app, console, fail
+from edgefm.cli.app import app, console, fail, seed_option
 
 
 @app.command()
@@ -18,7 +18,7 @@ def robust(
     zero_shot: bool = typer.Option(False, "--zero-shot", help="The zero-shot MiniLM embedding classifier."),
     suite: str = typer.Option("advglue-sst2,sst2,flipkart", "--suite", help="Comma-separated suites (or anli:PATH)."),
     perturb: str = typer.Option("", "--perturb", help="Also perturb each suite: typo,synonym,distract."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the perturbations."),
+    seed: int = typer.Option(0, "--seed", callback=seed_option, help="Seed of the perturbations."),
     limit: int | None = typer.Option(None, "--limit", help="Judge only the first N examples of each suite."),
     out: Path | None = typer.Option(
         None, "--out", help="robustness.json (default: in the run folder, or runs/robust-<model>-<time>/)."

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from edgefm import EdgefmError
-from edgefm.cli.app import app, console, fail, write_json
+from edgefm.cli.app import app, console, fail, seed_option, write_json
 
 STANDARD = ("model", "budget", "params", "size_mb", "flops_per_example")
 
@@ -102,7 +102,9 @@ def generate(
     prompt: str = typer.Option(..., "--prompt", help="The text to continue."),
     max_new_tokens: int = typer.Option(40, "--max-new-tokens", help="Tokens to generate."),
     client: int | None = typer.Option(None, "--client", help="This client's model (default: the run's first)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sampling: the same seed, the same text."),
+    seed: int = typer.Option(
+        0, "--seed", callback=seed_option, help="Seed of the sampling: the same seed, the same text."
+    ),
 ) -> None:
     """Continue a prompt with a trained language model, to see what it learned."""
     from edgefm.fl import trained

@@ -63,20 +63,35 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise EdgefmError(f"data file {str(path)!r} does not exist; expected one of {', '.join(SUFFIXES)}")
     suffix = path.suffix.lower()
-    if suffix == ".tsv":
-        return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
-    if suffix == ".csv":
-        return pd.read_csv(path, keep_default_na=False)
-    if suffix == ".jsonl":
-        return pd.read_json(path, lines=True)
-    if suffix == ".json":
+    readers = {
+        ".tsv": lambda: pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False),
+        ".csv": lambda: pd.read_csv(path, keep_default_na=False),
+        ".jsonl": lambda: pd.read_json(path, lines=True),
+        ".json": lambda: _read_json(path),
+        ".parquet": lambda: pd.read_parquet(path),
+    }
+    if suffix in readers:
         try:
-            return pd.read_json(path)
-        except ValueError:
-            return pd.read_json(path, lines=True)
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
+            frame = readers[suffix]()
+        except (
+            ValueError,
+            UnicodeDecodeError,
+            OSError,
+            pd.errors.ParserError,
+        ) as exc:  # EmptyDataError is a ValueError
+            why = " ".join(str(exc).split())[:160]
+            raise EdgefmError(f"data file {str(path)!r} cannot be read as {suffix[1:]}: {why}") from None
+        if frame.empty:
+            raise EdgefmError(f"data file {str(path)!r} holds no rows; expected a header and examples")
+        return frame
     raise EdgefmError(f"data file {str(path)!r}: unsupported suffix {suffix!r}; expected one of {', '.join(SUFFIXES)}")
+
+
+def _read_json(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_json(path)
+    except ValueError:  # JSON lines under a .json name
+        return pd.read_json(path, lines=True)
 
 
 def frame_to_dataset(

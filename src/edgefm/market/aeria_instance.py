@@ -16,6 +16,7 @@ from edgefm.market.jsonio import read_json, write_json
 from edgefm.market.workloads import Workload
 from edgefm.market.workloads import load as load_workload
 
+MAX_BID = 1e12  # dollars: far above any real bid, and F2 (a product of bids) stays finite
 USER_FIELDS = ("bids", "accuracy_req", "deadline", "complexity", "device_flops", "uplink", "latency")
 EIP_FIELDS = ("edge_flops", "unit_cost", "capacity")
 
@@ -48,7 +49,7 @@ class Instance:
         n = len(self.bids)
         V.arrays(self, USER_FIELDS, n, "users", InstanceError, "user")
         checks = [
-            ("bids", lambda a: a >= 0, ">= 0"),
+            ("bids", lambda a: (a >= 0) & (a <= MAX_BID), f"in [0, {MAX_BID:g}]"),  # beyond, F2 overflows
             ("accuracy_req", lambda a: (a > 0) & (a <= 1), "in (0, 1]"),
             ("deadline", lambda a: a > 0, "> 0"),
             ("complexity", lambda a: a > 0, "> 0"),

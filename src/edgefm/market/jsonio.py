@@ -16,6 +16,8 @@ def read_json(path: str | Path, error: type[Exception]) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise error(f"instance file {str(path)!r} is not valid JSON: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise error(f"instance file {str(path)!r} is not text (a binary file?); expected a JSON instance") from None
 
 
 def write_json(path: str | Path, payload: Any) -> None:

@@ -24,6 +24,7 @@ measured accuracy, FLOPs per layer and activation bytes. It is stored as JSON be
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,14 @@ class Workload:
             w = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
         except TypeError as exc:
             raise EdgefmError(f"workload: {exc}; expected the fields of Workload") from None
+        for key in ("layer_flops", "out_bytes", "exit_accuracy", "exit_flops", "input_bytes"):
+            values = getattr(w, key)
+            for v in values if isinstance(values, tuple) else (values,):
+                # bool is an int to Python, and NaN or a negative count would price work below zero
+                if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                    raise EdgefmError(f"workload {w.name}: {key} holds {v!r}; expected finite numbers >= 0")
+        if any(a > 1 for a in w.exit_accuracy):
+            raise EdgefmError(f"workload {w.name}: exit_accuracy holds a value above 1; expected accuracies in [0, 1]")
         n = w.n_layers
         if not (len(w.out_bytes) == len(w.layer_names) == n) or n == 0:
             raise EdgefmError(
@@ -228,4 +237,10 @@ def load(name: str) -> Workload:
     path = DATA / f"{name}.json" if (DATA / f"{name}.json").is_file() else Path(name)
     if not path.is_file():
         raise EdgefmError(f"--workload {name!r}: unknown; expected one of {', '.join(names())} or a JSON file")
-    return Workload.from_dict(json.loads(path.read_text()))
+    try:
+        raw = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise EdgefmError(f"--workload {name!r}: not a JSON file; expected a workload profile in JSON") from None
+    if not isinstance(raw, dict):
+        raise EdgefmError(f"--workload {name!r}: expected a JSON object with the fields of Workload")
+    return Workload.from_dict(raw)

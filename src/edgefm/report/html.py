@@ -23,16 +23,38 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():
         raise EdgefmError(f"{str(run_dir)!r} is not a run folder; expected metrics.jsonl in it")
-    rounds = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rounds = _json_lines(metrics)
     clients_file = run_dir / "clients.jsonl"
-    clients = (
-        [json.loads(x) for x in clients_file.read_text().splitlines() if x.strip()] if clients_file.is_file() else []
-    )
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    clients = _json_lines(clients_file) if clients_file.is_file() else []
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+        summary_file = run_dir / "summary.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    except (ValueError, yaml.YAMLError) as exc:
+        raise EdgefmError(
+            f"{str(run_dir)!r}: a corrupt config.yaml or summary.json ({type(exc).__name__}); expected a run folder written by edgefm"
+        ) from None
+    if not isinstance(cfg, dict) or not isinstance(summary, dict):
+        raise EdgefmError(
+            f"{str(run_dir)!r}: config.yaml or summary.json is not a mapping; expected a run folder written by edgefm"
+        )
     name = summary.get("name") or run_dir.name
     return {"name": name, "dir": run_dir, "rounds": rounds, "clients": clients, "config": cfg, "summary": summary}
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for k, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                raise EdgefmError(
+                    f"{str(path)!r}, line {k}: not JSON (a corrupt or truncated file); expected one JSON object per line"
+                ) from None
+            if not isinstance(rows[-1], dict):
+                raise EdgefmError(f"{str(path)!r}, line {k}: not a JSON object; expected one per line")
+    return rows
 
 
 def task_of(run: dict[str, Any]) -> str:

@@ -54,6 +54,8 @@ def run(
     for kind in perturbations:
         if kind not in pt.KINDS:
             raise EdgefmError(f"--perturb {kind!r}: unknown; expected one of {', '.join(pt.KINDS)}")
+    if limit is not None and limit < 1:
+        raise EdgefmError(f"--limit: {limit}; expected at least 1 example per suite")
     loaded = [S.load(name).subset(limit) for name in suites]  # fail fast on a bad suite name
     start = time.perf_counter()
     if run is not None:
