@@ -225,6 +225,8 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # torch device for training; auto: cuda when present
     engine: Literal["inprocess", "flower"] = "inprocess"  # where clients run (see fl/flower.py)
     eval_every: int = 1  # evaluate the global model every k rounds (and always at the last)
+    # an update claiming more training examples is rejected (a huge count would dominate the mean)
+    max_examples: int = 10_000_000
     data: DataConfig = field(default_factory=DataConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -239,6 +241,7 @@ class RunConfig:
         check_range("clients", self.clients, lo=1)
         check_range("fraction", self.fraction, lo=0.0, hi=1.0, open_lo=True)
         check_range("eval_every", self.eval_every, lo=1)
+        check_range("max_examples", self.max_examples, lo=1)
         if self.task not in type(self.algorithm).tasks:
             raise ConfigError(
                 f"task: algorithm {self.algorithm.name!r} does not train {self.task!r}; expected one of "

@@ -8,18 +8,28 @@ No torch state, no I/O: easy to test with known answers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 Tensors = dict[str, torch.Tensor]
 
 
+# An update whose values exceed the global state's own largest magnitude this many times over
+# is no training step: weights do not grow a thousandfold in a round (a scaled or poisoned
+# update). Relative to the state, so models of any scale pass; 1 floors it for zero tensors.
+MAX_GROWTH = 1e3
+
+
 def validate_update(payload: Tensors, reference: Tensors) -> str | None:
-    """None if ``payload`` has exactly the reference's keys and shapes and only finite values;
-    otherwise a one-line reason."""
+    """None if ``payload`` is a mapping with exactly the reference's keys, each a tensor of the
+    reference's shape, dtype and device with finite values no larger than ``MAX_GROWTH`` times
+    the reference's largest magnitude; otherwise a one-line reason."""
+    if not isinstance(payload, Mapping):
+        return f"payload: a {type(payload).__name__}; expected a mapping of tensor names to tensors"
     missing = sorted(set(reference) - set(payload))
-    extra = sorted(set(payload) - set(reference))
+    extra = sorted(set(payload) - set(reference), key=str)
     if missing or extra:
         return f"wrong keys (missing {missing[:3]}, unexpected {extra[:3]})"
     for key, ref in reference.items():
@@ -28,8 +38,26 @@ def validate_update(payload: Tensors, reference: Tensors) -> str | None:
             return f"{key}: not a tensor ({type(value).__name__})"
         if tuple(value.shape) != tuple(ref.shape):
             return f"{key}: shape {tuple(value.shape)}, expected {tuple(ref.shape)}"
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            return f"{key}: non-finite values (NaN or inf)"
+        if value.dtype != ref.dtype:
+            return f"{key}: dtype {value.dtype}, expected {ref.dtype}"
+        if value.device != ref.device:
+            return f"{key}: on {value.device}, expected {ref.device}"
+        if value.is_floating_point() and value.numel():
+            if not bool(torch.isfinite(value).all()):
+                return f"{key}: non-finite values (NaN or inf)"
+            bound = MAX_GROWTH * max(1.0, float(ref.abs().max()))
+            if float(value.abs().max()) > bound:
+                return f"{key}: values up to {float(value.abs().max()):.3g}, over {bound:.3g} ({MAX_GROWTH:g} x the global state's)"
+    return None
+
+
+def validate_count(num_examples: object, cap: int) -> str | None:
+    """None if ``num_examples`` is an integer in [1, cap] (a NaN, huge or fractional count
+    would let one client dominate or poison a sample-weighted mean)."""
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int | np.integer):
+        return f"num_examples={num_examples!r}; expected an integer count"
+    if not 1 <= int(num_examples) <= cap:
+        return f"num_examples={num_examples}; expected a count in [1, {cap}]"
     return None
 
 

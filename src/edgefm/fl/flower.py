@@ -224,19 +224,26 @@ class FlowerTransport:
             if reply.has_error():
                 replies.append(Reply(cid, None, f"node error: {reply.error.reason}", wire_bytes_down=down[cid]))
                 continue
-            payload_rec = reply.content["payload"]
-            nums = reply.content["update"]
-            update = ClientUpdate(
-                cid,
-                rnd,
-                _from_record(payload_rec),
-                num_examples=int(nums["num_examples"]),
-                flops=float(nums["flops"]),
-                metrics={k[2:]: v for k, v in nums.items() if k.startswith("m.")},
-                extra_bytes_up=int(nums["extra_bytes_up"]),
-                colocated=bool(nums["colocated"]),
-            )
-            if nums["has_private"]:
+            try:  # a node may send anything: a reply that cannot be read is a drop, with the reason
+                payload_rec = reply.content["payload"]
+                nums = reply.content["update"]
+                update = ClientUpdate(
+                    cid,
+                    rnd,
+                    _from_record(payload_rec),
+                    num_examples=nums["num_examples"],  # as sent: aggregate's validation judges it
+                    flops=float(nums["flops"]),
+                    metrics={k[2:]: v for k, v in nums.items() if k.startswith("m.")},
+                    extra_bytes_up=int(nums["extra_bytes_up"]),
+                    colocated=bool(nums["colocated"]),
+                )
+                private = bool(nums["has_private"])
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
+                replies.append(
+                    Reply(cid, None, f"malformed reply: {type(exc).__name__}: {exc}", wire_bytes_down=down[cid])
+                )
+                continue
+            if private:
                 self.private_on_nodes.add(cid)
             replies.append(Reply(cid, update, wire_bytes_up=payload_rec.count_bytes(), wire_bytes_down=down[cid]))
         return replies

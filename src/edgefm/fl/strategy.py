@@ -34,7 +34,7 @@ from edgefm import EdgefmError
 from edgefm.config import AlgorithmConfig, RunConfig
 from edgefm.data.encode import Encoded
 from edgefm.edge.devices import DeviceProfile
-from edgefm.fl.aggregate import validate_update
+from edgefm.fl.aggregate import validate_count, validate_update
 
 Tensors = dict[str, torch.Tensor]
 log = logging.getLogger("edgefm.fl")
@@ -170,8 +170,8 @@ class Strategy(ABC):
             reason = "no task was sent to this client" if task is None else None
             if reason is None:
                 reason = validate_update(u.payload, self.expected_update(state, task))
-            if reason is None and u.num_examples <= 0:
-                reason = f"num_examples={u.num_examples}; expected a positive count"
+            if reason is None:
+                reason = validate_count(u.num_examples, self.cfg.max_examples)
             if reason is not None:
                 log.warning("round %d: rejected update from client %d: %s", rnd, u.client_id, reason)
                 rejected[u.client_id] = reason
