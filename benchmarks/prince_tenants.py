@@ -6,8 +6,9 @@ of the model both ways plus every step's activations up and gradients down) and 
 split steps (two messages each). Writes ``src/edgefm/market/data/prince_tenants.json``, which
 ``market/prince_instance.generate`` reads (the market itself never imports torch).
 
-alpha, beta and g2 are the convergence-bound constants and the start gradient scale; until
-pilots of real split training calibrate them (docs/prince.md) they are 1 and say so.
+alpha, beta and g2 are the convergence-bound constants and the start gradient scale: 1 until
+``benchmarks/prince_pilot.py`` calibrates them from pilots of real split training, and kept as
+calibrated when the work is re-measured.
 
     python -m benchmarks.prince_tenants
 """
@@ -82,13 +83,22 @@ def measure(path: str, overrides: list[str]) -> dict:
 
 
 def main() -> None:
+    # a re-measure keeps what pilots calibrated (benchmarks/prince_pilot.py): work and the bound
+    # are measured apart
+    before = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    kept = {t["name"]: t for t in before.get("tenants", [])}
+    calibration = ("alpha", "beta", "g2", "calibrated", "pilot")
     tenants = []
     for name, (path, overrides, what) in TENANTS.items():
         row = {"name": name, "what": what, **measure(path, overrides), "alpha": 1.0, "beta": 1.0, "g2": 1.0}
         row["calibrated"] = False
+        row.update({k: kept[name][k] for k in calibration if k in kept.get(name, {})})
         print(json.dumps(row))
         tenants.append(row)
-    OUT.write_text(json.dumps({"source": "python -m benchmarks.prince_tenants", "tenants": tenants}, indent=1) + "\n")
+    out = {"source": "python -m benchmarks.prince_tenants", "tenants": tenants}
+    if "calibration" in before:
+        out["calibration"] = before["calibration"]
+    OUT.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

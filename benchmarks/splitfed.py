@@ -11,7 +11,9 @@ SST-2, a tiny Llama on BBC News):
    the labels and 0.2 for the others, merged with Horvitz-Thompson weights (unbiased) or over
    whoever came (naive), over 3 seeds.
 
-    python -m benchmarks.splitfed [--seeds 0 1 2] [--rounds 6]
+    python -m benchmarks.splitfed [--seeds 0 1 2] [--rounds 6] [--tenants vit_mnist ...]
+
+``--tenants``: re-run only those; the others keep their rows from the last run.
 
 Run folders are cached under benchmarks/results/runs/splitfed (``train_run``).
 """
@@ -19,6 +21,7 @@ Run folders are cached under benchmarks/results/runs/splitfed (``train_run``).
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import torch
@@ -29,6 +32,7 @@ from edgefm.fl.scenario import build
 from edgefm.models.split import split
 
 RUNS = RESULTS / "runs" / "splitfed"
+SKEW = RESULTS / "splitfed_skew.json"  # the skewed-participation table's rows
 TENANTS = {
     "vit_mnist": ("configs/splitfed_mnist.yaml", ["data.max_train=3000", "algorithm.cut=2"], "accuracy"),
     "whisper_fsdd": ("configs/splitfed_fsdd.yaml", ["algorithm.cut=2"], "accuracy"),
@@ -106,8 +110,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--tenants", nargs="+", default=list(TENANTS))
     args = ap.parse_args()
-    rows, skew = [], []
-    for name in args.tenants:
+    # tenants not re-run keep their rows from the last run (e.g. after a fix that touches some)
+    old = json.loads((RESULTS / "splitfed.json").read_text()) if (RESULTS / "splitfed.json").is_file() else {}
+    old_skew = json.loads(SKEW.read_text()) if SKEW.is_file() else {}
+    rows: list[dict] = []
+    skew: list[dict] = []
+    for name in TENANTS:
+        if name not in args.tenants:
+            rows += [r for r in old.get("rows", []) if r["tenant"] == name]
+            skew += [r for r in old_skew.get("rows", []) if r["tenant"] == name]
+            continue
         path, base, kind = TENANTS[name]
         cut = int(next(o for o in base if o.startswith("algorithm.cut=")).split("=")[1])
         common = [f"rounds={args.rounds}", "train.max_steps=10"]
@@ -162,6 +174,7 @@ def main() -> None:
             "two agree, and the difference is where compute runs and what travels.",
         ]
     )
+    SKEW.write_text(json.dumps({"rows": skew}, indent=2))
     meta = {"rounds": args.rounds, "max_steps": 10, "seeds": args.seeds}
     path = write("splitfed", "Split federated fine-tuning: four tenants", rows, meta, notes)
     print(path.read_text())

@@ -98,3 +98,23 @@ def test_bad_cuts_are_refused():
             split(lm, cut)
     with pytest.raises(EdgefmError, match="cannot cut a Linear"):
         split(nn.Linear(2, 2), 1)
+
+
+def test_each_part_owns_exactly_its_own_parameters():
+    """The device part registers the embedding and the blocks before the cut, the edge part the
+    rest: disjoint, together every parameter (the state keys split learning sends are these)."""
+    from edgefm.models.media import tiny_vit, tiny_whisper
+
+    nets = [("tiny_bert", classifier(), "layer.")]
+    for make in (tiny_vit, tiny_whisper):
+        backbone = make(seed=0)
+        nets.append((make.__name__, TextClassifier(backbone.encoder, backbone.hidden_size, 10, dropout=0.0), "layers."))
+    nets += [(n, m, "layers.") for n, m, _ in models() if n != "tiny_bert"]
+    for name, model, block in nets:
+        everything = {id(p) for p in model.parameters()}
+        parts = split(model, 1)
+        device, edge = {id(p) for p in parts.device.parameters()}, {id(p) for p in parts.edge.parameters()}
+        assert not device & edge and device | edge == everything, name
+        names = {id(p): n for n, p in model.named_parameters()}
+        blocks = {names[i].split(block)[1].split(".")[0] for i in device if block in names[i]}
+        assert blocks == {"0"}, (name, blocks)  # one block on the device at cut 1

@@ -57,6 +57,35 @@ def test_sfl_v1_with_every_device_trains_exactly_as_fedavg():
     assert split["ledger"].rounds[-1]["bytes_up"] > 5 * fedavg["ledger"].rounds[-1]["bytes_up"]  # activations
 
 
+def test_per_device_cuts_still_train_exactly_as_fedavg_and_move_less_from_weak_devices():
+    """A device cutting after 1 block and one after 2 each train the whole model's gradients;
+    V1 averages whole models, so mixed cuts are still FedAvg's training, with other traffic."""
+    vit = ["rounds=2", "clients=4", "data.max_train=200", "data.max_test=40", "train.max_steps=2", "train.batch_size=8"]
+
+    def run_vit(extra):  # a tiny ViT: 4 blocks, so devices can cut after 1 or 2
+        return Engine(build(config.load("configs/splitfed_mnist.yaml", [*vit, *extra]))).run()
+
+    mixed = run_vit(["algorithm.cuts=[1,2]"])
+    fedavg = run_vit(["algorithm.name=fedavg"])
+    one = run_vit(["algorithm.cut=1"])
+    loss = lambda out: [r["client_train_loss"] for r in out["ledger"].clients]  # noqa: E731
+    assert loss(mixed) == pytest.approx(loss(fedavg), rel=1e-6)
+    # atol 1e-4: the ViT's key biases have a zero true gradient (softmax ignores a constant), so
+    # AdamW normalises rounding noise there, which the split and unsplit sums round differently
+    assert all(torch.allclose(mixed["state"][k], fedavg["state"][k], atol=1e-4) for k in fedavg["state"])
+    rows = [r for r in mixed["ledger"].clients if r["round"] == 1]
+    assert [r["client_cut"] for r in rows] == [1, 2, 1, 2]
+    by_cut = {c: [r for r in rows if r["client_cut"] == c] for c in (1, 2)}
+    ones = {r["client"]: r for r in one["ledger"].clients if r["round"] == 1}
+    for r in by_cut[1]:  # the same device part and traffic as a run cut after 1 block for all
+        assert r["bytes_down"] == ones[r["client"]]["bytes_down"] and r["flops"] == ones[r["client"]]["flops"]
+    for r in by_cut[2]:  # a deeper device part: more weights down, more device FLOPs, less edge work
+        assert r["bytes_down"] > ones[r["client"]]["bytes_down"] and r["flops"] > ones[r["client"]]["flops"]
+        assert r["server_flops"] < ones[r["client"]]["server_flops"]
+    with pytest.raises(config.ConfigError, match="algorithm.cuts: per-device cuts need variant v1"):
+        config.load("configs/splitfed_mnist.yaml", ["algorithm.cuts=[1,2]", "algorithm.variant=v2"])
+
+
 def test_with_one_device_sfl_v1_and_v2_are_the_same_training():
     a = run(["clients=1", "rounds=1", "algorithm.variant=v1"])[1]["state"]
     b = run(["clients=1", "rounds=1", "algorithm.variant=v2"])[1]["state"]

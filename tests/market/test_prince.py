@@ -18,13 +18,17 @@ from edgefm.cli import app
 from edgefm.market import prince
 from edgefm.market import prince_baselines as B
 from edgefm.market import prince_tenant as T
-from edgefm.market.prince_instance import Instance, InstanceError, generate
+from edgefm.market.prince_instance import Instance, InstanceError, generate, load_tenants
+
+# the measured per-round work with the bound uncalibrated (generate's reference setup), so these
+# tests do not move when pilots recalibrate market/data/prince_tenants.json
+WORK = [dict(w, alpha=1.0, beta=1.0, g2=1.0, calibrated=False) for w in load_tenants()]
 
 
 def small(seed: int, n: int = 8, m: int = 3) -> tuple[Instance, np.ndarray]:
     """A random market and random prices around the devices' costs."""
     rng = np.random.default_rng(seed)
-    inst = generate(n, m, rng)
+    inst = generate(n, m, rng, WORK)
     prices = inst.cost.T * rng.uniform(0.5, 3.0, (m, n)) + rng.uniform(0, 1, (m, n)) * inst.gamma[None, :]
     return inst, prices
 
@@ -70,7 +74,7 @@ def test_fast_device_equilibrium_is_an_exact_equilibrium(seed):
 @pytest.mark.parametrize("seed", range(6))
 def test_equilibrium_devices_exact_tenants_sampled_budgets_honoured(seed):
     rng = np.random.default_rng(100 + seed)
-    inst = generate(int(rng.integers(10, 50)), int(rng.integers(1, 4)), rng)
+    inst = generate(int(rng.integers(10, 50)), int(rng.integers(1, 4)), rng, WORK)
     out = prince.equilibrium(inst)
     assert out["converged"] and out["device_regret"] <= 1e-9
     prices = np.array(out["prices"])
@@ -89,7 +93,7 @@ def test_equilibrium_devices_exact_tenants_sampled_budgets_honoured(seed):
 
 
 def test_a_baseline_over_budget_is_reported_over_budget():
-    inst = generate(30, 2, np.random.default_rng(3))
+    inst = generate(30, 2, np.random.default_rng(3), WORK)
     inst.budget[:] = 1e-9
     out = B.topk(inst)
     assert all(t["members"] == 0 and t["budget_met"] and not t["deadline_met"] for t in out["tenants"])
@@ -148,7 +152,7 @@ def test_single_tenant_linear_cost_known_answer(seed):
 
 
 def test_instance_json_round_trip_and_start():
-    inst = generate(12, 2, np.random.default_rng(0))
+    inst = generate(12, 2, np.random.default_rng(0), WORK)
     d = inst.to_dict()
     d["start"] = {"tenant": [0] * 12, "q": [0.5] * 12}
     back = Instance.from_dict(json.loads(json.dumps(d)))
@@ -157,7 +161,7 @@ def test_instance_json_round_trip_and_start():
 
 
 def _bad(path: str, value):
-    d = generate(5, 2, np.random.default_rng(0)).to_dict()
+    d = generate(5, 2, np.random.default_rng(0), WORK).to_dict()
     d["start"] = {"tenant": [0] * 5, "q": [0.5] * 5}
     node = d
     *parents, last = path.split("/")
@@ -210,7 +214,7 @@ def test_cli_round_trip(tmp_path):
 @pytest.mark.parametrize("seed", range(3))
 def test_the_social_optimum_is_no_worse_than_any_outcome_it_starts_from(seed):
     rng = np.random.default_rng(seed)
-    inst = generate(int(rng.integers(12, 30)), int(rng.integers(2, 4)), rng)
+    inst = generate(int(rng.integers(12, 30)), int(rng.integers(2, 4)), rng, WORK)
     starts = {"PRINCE": prince.equilibrium(inst), "top-k": B.topk(inst), "isolated": B.isolated(inst)}
     planner = B.social(inst, list(starts.values()))
     total = sum(t["time"] for t in planner["tenants"])
@@ -222,3 +226,13 @@ def test_the_social_optimum_is_no_worse_than_any_outcome_it_starts_from(seed):
     # a local optimum: no single device does better elsewhere on the grid
     again = B.social(inst, [planner])
     assert sum(t["time"] for t in again["tenants"]) == pytest.approx(total)
+
+
+def test_calibrated_tenants_keep_their_fitted_bound():
+    """Pilots fit R = alpha S + beta (benchmarks/prince_pilot.py); a calibrated tenant's alpha and
+    beta are used as fitted (eps only rescales both), an uncalibrated one's alpha is drawn."""
+    cal = [dict(w, alpha=2.0, beta=3.0, calibrated=True) for w in WORK]
+    inst = generate(30, 3, np.random.default_rng(0), cal)
+    assert np.allclose(inst.alpha, 2.0) and np.allclose(inst.beta, 3.0)
+    raw = generate(30, 3, np.random.default_rng(0), WORK)
+    assert not np.allclose(raw.alpha / raw.beta, raw.alpha[0] / raw.beta[0]) or len(raw.alpha) == 1

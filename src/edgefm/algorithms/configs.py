@@ -219,6 +219,7 @@ class SplitFedConfig(AlgorithmConfig):
     tasks = ("classify", "lm")
     name: str = "splitfed"
     cut: int = 1  # blocks on the device
+    cuts: tuple[int, ...] = ()  # per-device cuts, cycled over devices (empty: cut for every device; v1 only)
     variant: Literal["v1", "v2"] = "v1"  # v1: an edge copy per device, averaged; v2: one edge part, in turn
     aggregation: Literal["naive", "unbiased"] = "unbiased"  # unbiased: Horvitz-Thompson p_n / q_n
     participation: tuple[float, ...] = ()  # q_n, cycled over devices (empty: every device, every round)
@@ -226,6 +227,10 @@ class SplitFedConfig(AlgorithmConfig):
 
     def __post_init__(self) -> None:
         check_range("algorithm.cut", self.cut, lo=1)
+        for c in self.cuts:
+            check_range("algorithm.cuts", c, lo=1)
+        if self.cuts and self.variant == "v2":
+            raise ConfigError("algorithm.cuts: per-device cuts need variant v1; v2 has one edge part for every device")
         check_range("algorithm.step_drop", self.step_drop, lo=0.0, hi=0.99)
         for q in self.participation:
             check_range("algorithm.participation", q, lo=0.0, hi=1.0)

@@ -9,7 +9,10 @@ loss, back-propagates, and sends the gradient at the cut down; the device finish
 pass; both parts take an AdamW step.
 
 - ``variant=v1`` (default): the edge keeps a copy of its part per device; at the end of the
-  round the device parts (uploaded) and the edge copies (at the edge) are averaged.
+  round each device's whole model (its uploaded part and its edge copy) is averaged.
+- *Per-device cuts*: ``cuts`` (cycled over devices; empty: ``cut`` for all) lets a weak device
+  keep fewer blocks; each device's whole model is still one model, so V1 averages models cut
+  anywhere (V2's one edge part needs one cut).
 - ``variant=v2``: one edge part, updated device after device in the round's order; the device
   parts are averaged at the end of the round.
 - *Independent participation*: device n takes part in a round with probability q_n
@@ -70,20 +73,26 @@ class SplitFed(FedAvg):
     def population(self, clients: list[ClientData], devices: list[DeviceProfile], workbench):
         out = super().population(clients, devices, workbench)
         workbench.use(self.archs[0])
-        parts = split(workbench.model, self.algo.cut)  # a bad cut fails here, before anything runs
-        # the device part's modules, by their names in the whole model (state keys start with them)
+        cuts = self.algo.cuts or (self.algo.cut,)
+        self.cut_of = {d.device_id: cuts[d.device_id % len(cuts)] for d in devices}
+        # each cut's device part: its modules' names in the whole model (state keys start with them)
         names = {id(m): n for n, m in workbench.model.named_modules()}
-        owners = [m for m in parts.device.children() if not isinstance(m, torch.nn.ModuleList)]
-        blocks = [b for c in parts.device.children() if isinstance(c, torch.nn.ModuleList) for b in c]
-        self.device_prefixes = tuple(names[id(m)] + "." for m in [*owners, *blocks] if id(m) in names)
+        self.prefixes: dict[int, tuple[str, ...]] = {}
+        for cut in sorted(set(self.cut_of.values())):
+            parts = split(workbench.model, cut)  # a bad cut fails here, before anything runs
+            # the device part's modules: single ones, and the members of its module lists (blocks)
+            owners = [m for m in parts.device.children() if not isinstance(m, torch.nn.ModuleList)]
+            blocks = [b for c in parts.device.children() if isinstance(c, torch.nn.ModuleList) for b in c]
+            self.prefixes[cut] = tuple(names[id(m)] + "." for m in [*owners, *blocks] if id(m) in names)
         total = sum(len(c.train) for c in clients)
         self.share = {c.client_id: len(c.train) / total for c in clients}
         qs = self.algo.participation or (1.0,)
         self.q = {d.device_id: float(participation.clamp([qs[d.device_id % len(qs)]])[0]) for d in devices}
         return out
 
-    def on_device(self, key: str) -> bool:
-        return key.startswith(self.device_prefixes)
+    def on_device(self, key: str, cut: int) -> bool:
+        """Whether state entry ``key`` lies on a device that cuts after ``cut`` blocks."""
+        return key.startswith(self.prefixes[cut])
 
     # -- rounds ----------------------------------------------------------------------------------
     def came(self, rnd: int) -> dict[int, bool]:
@@ -99,8 +108,7 @@ class SplitFed(FedAvg):
         # the edge server's capacity is shared by every device it serves at once: this run's
         # participants and, when tenants share it (fl/tenants.py), theirs
         serving = sum(bool(came[d.device_id]) for d in devices) + self.edge_co_load(rnd)
-        edge = {k: v for k, v in state.items() if not self.on_device(k)}
-        self.edge_live = dict(edge)  # v2: the one edge part, updated device after device
+        self.edge_live = {k: v for k, v in state.items() if not self.on_device(k, self.algo.cut)}  # v2: one edge part
         self.edge_copies: dict[int, Tensors] = {}  # v1: the edge's part per device
         tasks = {}
         for d in devices:
@@ -111,10 +119,11 @@ class SplitFed(FedAvg):
                 why = f"sat out round {rnd} (participation probability {self.q[d.device_id]:.2f})"
                 tasks[d.device_id] = ClientTask(d.device_id, rnd, {}, declined=why)
                 continue
-            payload = {k: v for k, v in state.items() if self.on_device(k)}
-            tasks[d.device_id] = ClientTask(
-                d.device_id, rnd, payload, {"serving": serving, "edge": edge}, arch=self.fits[d.device_id].arch
-            )
+            cut = self.cut_of[d.device_id]
+            payload = {k: v for k, v in state.items() if self.on_device(k, cut)}
+            edge = {k: v for k, v in state.items() if not self.on_device(k, cut)}
+            config = {"serving": serving, "edge": edge, "cut": cut}
+            tasks[d.device_id] = ClientTask(d.device_id, rnd, payload, config, arch=self.fits[d.device_id].arch)
         return tasks
 
     def expected_update(self, state: Tensors, task: ClientTask) -> Tensors:
@@ -125,8 +134,9 @@ class SplitFed(FedAvg):
         workbench.use(self.archs[0])
         edge = self.edge_live if v2 else task.config["edge"]
         workbench.set_state({**edge, **task.payload})
-        parts = split(workbench.model, self.algo.cut)
-        device_flops, edge_flops = self.flop_models(workbench, parts)
+        cut = task.config["cut"]
+        parts = split(workbench.model, cut)
+        device_flops, edge_flops = self.flop_models(workbench, parts, cut)
         loss_fn = lambda out, batch: workbench.task.loss(_Given(out), batch)  # noqa: E731
         sent = {"act": 0, "grad": 0, "side": 0, "edge_flops": 0.0, "steps": 0}
         drops = np.random.default_rng([self.cfg.seed, 31, task.round, task.client_id])
@@ -157,7 +167,7 @@ class SplitFed(FedAvg):
         )
         act_up, grad_down, server_flops = sent["act"], sent["grad"], sent["edge_flops"]
         state = workbench.get_state()
-        edge_after = {k: v.clone() for k, v in state.items() if not self.on_device(k)}
+        edge_after = {k: v.clone() for k, v in state.items() if not self.on_device(k, cut)}
         if v2:
             self.edge_live = edge_after
         else:  # the edge server's copy for this device, averaged at the end of the round
@@ -165,7 +175,7 @@ class SplitFed(FedAvg):
         return ClientUpdate(
             task.client_id,
             task.round,
-            {k: v for k, v in state.items() if self.on_device(k)},
+            {k: v for k, v in state.items() if self.on_device(k, cut)},
             num_examples=len(data.train),
             flops=fit.flops,
             metrics={
@@ -173,6 +183,7 @@ class SplitFed(FedAvg):
                 "steps": fit.steps,
                 "act_bytes_up": act_up,
                 "grad_bytes_down": grad_down,
+                "cut": cut,
             },
             private=None,
             extra_bytes_up=act_up + sent["side"],
@@ -181,7 +192,7 @@ class SplitFed(FedAvg):
             server_seconds=server_flops * task.config["serving"] / EDGE.flops_per_s,
         )
 
-    def flop_models(self, workbench, parts):
+    def flop_models(self, workbench, parts, cut: int):
         """Exact training FLOPs per batch of each part (FlopCounter, fitted over lengths)."""
         width = parts.width
 
@@ -194,7 +205,7 @@ class SplitFed(FedAvg):
             acts = torch.zeros(ids.shape[0], positions, width, device=ids.device, requires_grad=True)
             parts.edge(acts, mask).float().pow(2).mean().backward()
 
-        key = f"split{self.algo.cut}"
+        key = f"split{cut}"
         return (
             workbench.flop_model(train=True, key=key + ":device", step=device_step),
             workbench.flop_model(train=True, key=key + ":edge", step=edge_step),
@@ -213,16 +224,13 @@ class SplitFed(FedAvg):
             out.update(self.edge_live)
         else:
             edges = [self.edge_copies.pop(u.client_id) for u in updates]  # kept at the edge, never sent
+        if edges is not None:  # v1: each device's whole model (its part + its edge copy), whatever its cut
+            device = [{**e, **d} for e, d in zip(edges, device, strict=True)]
         glob = {k: v for k, v in state.items() if k in device[0]}
-        glob_edge = {k: v for k, v in state.items() if k not in device[0]}
         if self.algo.aggregation == "unbiased":
             out.update(participation.unbiased(glob, device, p, q))
-            if edges is not None:
-                out.update(participation.unbiased(glob_edge, edges, p, q))
         else:
             out.update(participation.naive(glob, device, p))
-            if edges is not None:
-                out.update(participation.naive(glob_edge, edges, p))
         return out
 
 

@@ -48,6 +48,12 @@ class MediaEncoder(nn.Module):
         h = h + m.embed_positions(torch.arange(m.embed_positions.num_embeddings, device=h.device))
         return nn.functional.dropout(h, p=m.dropout, training=self.training)
 
+    def embedding_modules(self) -> list[nn.Module]:
+        """The modules ``embed`` uses (what a device holds before the first block)."""
+        if self.kind == "image":
+            return [self.model.embeddings]
+        return [self.model.conv1, self.model.conv2, self.model.embed_positions]
+
     def run_blocks(self, h: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         for block in self.blocks[start:stop]:
             h = block(h, None)

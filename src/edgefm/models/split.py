@@ -82,22 +82,32 @@ class _EncoderEdge(nn.Module):
 
 
 class _MediaDevice(nn.Module):
+    """The embedding and the first ``cut`` blocks of a ``models/media.py`` encoder. Only those
+    are registered as its modules (the device part's parameters and state keys); the encoder
+    itself is held unregistered, for its ``embed``."""
+
     def __init__(self, encoder: nn.Module, cut: int):
         super().__init__()
-        self.encoder, self.cut = encoder, cut
+        object.__setattr__(self, "_encoder", encoder)
+        self.embedding = nn.ModuleList(encoder.embedding_modules())
+        self.blocks = nn.ModuleList(encoder.blocks[:cut])
+        self.cut = cut
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.encoder.run_blocks(self.encoder.embed(input_ids), 0, self.cut)
+        return self._encoder.run_blocks(self._encoder.embed(input_ids), 0, self.cut)
 
 
 class _MediaEdge(nn.Module):
     def __init__(self, classifier: nn.Module, cut: int):
         super().__init__()
-        self.encoder, self.cut = classifier.encoder, cut
+        object.__setattr__(self, "_encoder", classifier.encoder)
+        self.blocks = nn.ModuleList(classifier.encoder.blocks[cut:])
+        self.final_norm = classifier.encoder.final_norm
+        self.cut = cut
         self.dropout, self.head = classifier.dropout, classifier.head
 
     def forward(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooled = self.encoder.head_input(self.encoder.run_blocks(h, self.cut))[:, 0]
+        pooled = self._encoder.head_input(self._encoder.run_blocks(h, self.cut))[:, 0]
         return self.head(self.dropout(pooled))
 
 
