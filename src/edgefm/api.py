@@ -224,18 +224,20 @@ def robust(
     seed: int = 0,
     limit: int | None = None,
     out: str | Path | None = None,
+    predictions: str | Path | None = None,
 ) -> Robustness:
-    """``edgefm robust``: judge a run, a model folder or the zero-shot baseline; writes
+    """``edgefm robust``: judge a run, a model folder, a file of answers or the zero-shot baseline; writes
     robustness.json beside the run (else under runs/, or to ``out``) and adds a section to the
     run's report."""
     from edgefm.robustness import runner
 
-    chosen = [x for x in (run, model) if x is not None] + (["zero-shot"] if zero_shot else [])
+    chosen = [x for x in (run, model, predictions) if x is not None] + (["zero-shot"] if zero_shot else [])
     if len(chosen) != 1:
-        raise EdgefmError("give exactly one of --run RUN_DIR, --model DIR or --zero-shot")
+        raise EdgefmError("give exactly one of --run RUN_DIR, --model DIR, --predictions FILE or --zero-shot")
     result = runner.run(
         run=Path(run) if run else None, model=Path(model) if model else None, zero_shot=zero_shot,
         suites=list(suites), perturbations=list(perturbations), seed=seed, limit=limit,
+        predictions=Path(predictions) if predictions else None,
     )  # fmt: skip
     stamp = time.strftime("%Y%m%d-%H%M%S")
     default = (

@@ -16,6 +16,9 @@ def robust(
     run: Path | None = typer.Option(None, "--run", help="A run folder from edgefm train."),
     model: Path | None = typer.Option(None, "--model", help="A local transformers sequence-classification folder."),
     zero_shot: bool = typer.Option(False, "--zero-shot", help="The zero-shot MiniLM embedding classifier."),
+    predictions: Path | None = typer.Option(
+        None, "--predictions", help="A CSV or JSONL of a model's answers (idx, answer) to one --suite."
+    ),
     suite: str = typer.Option("advglue-sst2,sst2,flipkart", "--suite", help="Comma-separated suites (or anli:PATH)."),
     perturb: str = typer.Option("", "--perturb", help="Also perturb each suite: typo,synonym,distract."),
     seed: int = typer.Option(0, "--seed", callback=seed_option, help="Seed of the perturbations."),
@@ -29,7 +32,7 @@ def robust(
 
     try:
         judged = api.robust(
-            run=run, model=model, zero_shot=zero_shot, suites=[x for x in suite.split(",") if x],
+            run=run, model=model, zero_shot=zero_shot, predictions=predictions, suites=[x for x in suite.split(",") if x],
             perturbations=[x for x in perturb.split(",") if x], seed=seed, limit=limit, out=out,
         )  # fmt: skip
     except EdgefmError as exc:

@@ -26,6 +26,28 @@ CHATGPT = {
 }
 
 
+def _answers(path: Path, suites, perturbations, loaded, seed: int, limit: int | None, start: float) -> dict[str, Any]:
+    """A model judged by its answers to one suite (``robustness/predictions.py``)."""
+    from edgefm.robustness.predictions import PredictionsModel
+
+    if len(loaded) != 1 or perturbations:
+        raise EdgefmError("--predictions: answers belong to one suite; expected one --suite and no --perturb")
+    model, suite = PredictionsModel.load(path), loaded[0]
+    model.check(S.load(suites[0]), suite)
+    result = ev.score(suite, model.predict(suite, suite.texts))
+    return {
+        "model": model.name,
+        "suites": suites,
+        "perturbations": [],
+        "seed": seed,
+        "limit": limit,
+        "results": [result],
+        "chatgpt_reference": {k: v for k, v in CHATGPT.items() if k in suites},
+        "notes": [f"{result['unmapped_predictions']} answers named no label and count as wrong"],
+        "seconds": time.perf_counter() - start,
+    }
+
+
 def _mean_results(per_model: list[dict[str, Any]]) -> dict[str, Any]:
     """Average the numeric metrics of the same suite judged by several (per-client) models."""
     first = dict(per_model[0])
@@ -48,6 +70,7 @@ def run(
     perturbations: list[str] = (),
     seed: int = 0,
     limit: int | None = None,
+    predictions: Path | None = None,
 ) -> dict[str, Any]:
     if not suites:
         raise EdgefmError(f"--suite: empty; expected some of {', '.join(S.names())}")
@@ -58,6 +81,8 @@ def run(
         raise EdgefmError(f"--limit: {limit}; expected at least 1 example per suite")
     loaded = [S.load(name).subset(limit) for name in suites]  # fail fast on a bad suite name
     start = time.perf_counter()
+    if predictions is not None:
+        return _answers(predictions, suites, perturbations, loaded, seed, limit, start)
     if run is not None:
         models: list = ev.from_run(run)
         name = f"run:{Path(run).name}"

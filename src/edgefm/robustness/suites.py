@@ -58,6 +58,10 @@ class Suite:
     labels: np.ndarray
     clean: str | None = None  # the clean counterpart of an adversarial suite
     adversarial: bool = False
+    ids: tuple[str, ...] = ()  # each example's id (AdvGLUE: its idx); empty: its row number
+
+    def example_ids(self) -> list[str]:
+        return list(self.ids) if self.ids else [str(k) for k in range(len(self))]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,6 +79,7 @@ class Suite:
             self.labels[:n],
             self.clean,
             self.adversarial,
+            self.ids[:n],
         )
 
 
@@ -84,7 +89,8 @@ def _advglue(name: str) -> Suite:
     texts = [tuple(str(item[f]) for f in fields) for item in raw]
     y = np.array([int(item["label"]) for item in raw])
     clean = "sst2" if name == "advglue-sst2" else None
-    return Suite(name, task, fields, labels, "accuracy", texts, y, clean, adversarial=True)
+    ids = tuple(str(item["idx"]) for item in raw)
+    return Suite(name, task, fields, labels, "accuracy", texts, y, clean, adversarial=True, ids=ids)
 
 
 def _sst2() -> Suite:
