@@ -1,146 +1,266 @@
-"""PRINCE's closed loop (issue 18, part 2; a first cut at one seed): the market decides who
-trains for whom, and real split fine-tuning of the four tenants measures what that buys.
+"""PRINCE's closed loop (issue 18, part 2): the market decides who trains for whom and how often,
+real split fine-tuning of the four tenants measures what that buys.
 
-1. The market: the population and tenants of ``configs/splitfed_multitenant.yaml``, each
-   device's round cost and time from its profile and the tenant's measured per-round work
-   (``market/data/prince_tenants.json``), every device able to hold any tenant's data (a
-   tenant's data is dealt to the devices it gets), equal data shares and gradient scales, an
-   uncalibrated bound (alpha: the variance term is 70% of it at full participation, beta = 1,
-   eps: 30 rounds at full participation), budgets of 30 rounds of every device at q = 1.
-2. Each method's outcome (PRINCE's equilibrium, uniform prices, random participation with naive
-   averaging, top-k) becomes a tenants file: each tenant gets the devices that chose it, with
-   their q as ``algorithm.participation`` (Horvitz-Thompson merging; naive for random).
-3. ``edgefm train`` runs it; ``tenants.json`` gives each tenant's time to target in simulated
-   seconds. Writes benchmarks/results/prince_loop.{json,md}.
+1. The market: the population and tenants of ``configs/splitfed_multitenant.yaml``; each device's
+   round cost and time from its profile and the tenant's measured per-round work
+   (``market/data/prince_tenants.json``); the convergence bound calibrated by pilots of real split
+   training (``benchmarks/prince_pilot.py``: R = alpha S + beta rounds to the tenant's target, so
+   eps = 1); each device's data share p_{n,m} is what the tenant's partition deals it over the
+   24 devices (G2 = 1: not measured); each tenant's budget 1.5 times what its default job costs
+   (its 6 devices of the tenants file at q = 1, paid at cost, for the bound's rounds);
+   deadlines from the tenants file.
+2. Each method's outcome (PRINCE's equilibrium; PRINCE with each tenant's coverage floor, the
+   least share of its data a pilot that reached the target held, below which the bound is not
+   trusted; uniform prices, isolated tenants, random participation with naive averaging, top-k,
+   and the planner's social optimum as a reference)
+   becomes a tenants file: each tenant gets the devices that chose it, with their q as
+   ``algorithm.participation`` (Horvitz-Thompson merging; naive for random).
+3. ``edgefm train`` runs it: each tenant trains until its target or deadline (simulated seconds).
+   From each tenant's run: rounds and simulated seconds to target, the measured mean round time,
+   and what it paid (its price for every round each device actually trained).
 
-    python -m benchmarks.prince_loop [--seed 0] [--rounds 8]
+Writes benchmarks/results/prince_loop.{json,md}; run folders are kept (reused on a re-run).
+
+    python -m benchmarks.prince_loop [--seeds 0 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import os
-import subprocess
-import sys
+import math
 
 import numpy as np
 import yaml
 
-from benchmarks._common import RESULTS, ROOT, write
+from benchmarks._common import RESULTS, table, write
+from benchmarks.prince_pilot import FILE, entry, spread, train
 from edgefm.fl import tenants as TN
+from edgefm.fl.scenario import build
 from edgefm.market import prince
 from edgefm.market import prince_baselines as B
 from edgefm.market.prince_instance import Instance, load_tenants, round_costs
 
-FILE = ROOT / "configs" / "splitfed_multitenant.yaml"
 RUNS = RESULTS / "runs" / "prince_loop"
+# rounds at most (the wall time a round costs here bounds them; a tenant stopped by its cap before
+# its deadline is marked in the table)
+CAP = {"vit_mnist": 200, "whisper_fsdd": 200, "minilm_sst2": 50, "llama_bbcnews": 40}
+TAGS = {  # method -> its run folders' name
+    "PRINCE": "prince",
+    "PRINCE + floor": "prince-floor",
+    "uniform price": "uniform",
+    "isolated": "isolated",
+    "random + naive": "random",
+    "top-k by data": "top-k",
+    "social optimum": "social",
+}
+METHODS = tuple(TAGS)
+
+
+def data_sizes(chosen) -> np.ndarray:
+    """[N, M] the training examples each device holds for each tenant (its partition of the
+    tenant's data over the whole population, as the tenants runner deals it)."""
+    return np.array([[len(c.train) for c in build(t.cfg).clients] for t in chosen], dtype=float).T
 
 
 def market(chosen, population, seed: int) -> Instance:
     works = {w["name"]: w for w in load_tenants()}
     work = [works[t.name] for t in chosen]
+    if not all(w.get("calibrated") for w in work):
+        raise SystemExit("the tenants' bounds are not calibrated: run python -m benchmarks.prince_pilot first")
     n, m = len(population), len(chosen)
     seconds, cost, h, theta = round_costs(population, work)
     rng = np.random.default_rng([seed, 5])
-    share, g2 = np.full((n, m), 1.0 / n), np.ones((n, m))
     gamma = cost.mean(axis=1) * rng.uniform(0.5, 2.0, n)
-    beta = np.ones(m)
-    alpha = beta * 0.7 / 0.3 / np.sum(share**2 * g2, axis=0)
-    eps = (alpha * np.sum(share**2 * g2, axis=0) + beta) / 30.0
-    budget = 30.0 * np.sum(cost + theta[None, :] * n + gamma[:, None] / 2, axis=0)
+    alpha, beta = np.array([w["alpha"] for w in work]), np.array([w["beta"] for w in work])
+    sizes = data_sizes(chosen)
+    share = sizes / sizes.sum(axis=0, keepdims=True)
+    budget = np.zeros(m)
+    for k in range(m):  # the default job: the tenant's 6 devices of the tenants file at q = 1
+        mine = np.arange(6 * k, 6 * k + 6)
+        p = share[mine, k] / share[mine, k].sum()
+        rounds = alpha[k] * np.sum(p**2) + beta[k]
+        budget[k] = 1.5 * rounds * np.sum(cost[mine, k] + theta[k] * 6 + gamma[mine] / 2)
     return Instance(
-        eps=eps, deadline=[t.deadline for t in chosen], budget=budget, theta=theta, alpha=alpha, beta=beta,
-        edge_seconds=h, gamma=gamma, share=share, cost=cost, g2=g2, seconds=seconds,
-        names=[t.name for t in chosen],
+        eps=np.ones(m), deadline=[t.deadline for t in chosen], budget=budget, theta=theta, alpha=alpha, beta=beta,
+        edge_seconds=h, gamma=gamma, share=share, cost=cost, g2=np.ones((n, m)),
+        seconds=seconds, names=[t.name for t in chosen],
     )  # fmt: skip
 
 
-def tenants_file(raw: dict, outcome: dict, naive: bool, rounds: int, path) -> list[str]:
-    """The tenants file an outcome implies; returns the tenants left without devices."""
+def coverage_floor(inst: Instance) -> np.ndarray:
+    """Per tenant, the least share of its data any pilot that reached the target held (the bound
+    is calibrated there and no lower; ``benchmarks/prince_pilot.py`` spreads its k devices)."""
+    works = {w["name"]: w for w in load_tenants()}
+    floors = []
+    for m, name in enumerate(inst.names):
+        reached = [int(k) for k, _, r in works[name]["pilot"]["points"] if r is not None]
+        floors.append(min(float(inst.share[spread(k), m].sum()) for k in reached))
+    return np.array(floors)
+
+
+def outcomes(inst: Instance, seed: int) -> dict[str, tuple[dict, bool]]:
+    """Each method's outcome and whether its tenants merge naively."""
+    floored = copy.deepcopy(inst)
+    floored.min_share = coverage_floor(inst)
+    out = {
+        "PRINCE": (prince.equilibrium(inst), False),
+        "PRINCE + floor": (prince.equilibrium(floored), False),
+        "uniform price": (B.uniform(inst), False),
+        "isolated": (B.isolated(inst), False),
+        "random + naive": (B.random(inst, np.random.default_rng([seed, 9])), True),
+        "top-k by data": (B.topk(inst), False),
+    }
+    priced = [out[k][0] for k in ("PRINCE", "uniform price", "isolated", "top-k by data")]
+    out["social optimum"] = (B.social(inst, priced), False)
+    return out
+
+
+def tenants_file(raw: dict, outcome: dict, naive: bool, seed: int, path) -> None:
     tenant, q = np.array(outcome["tenant"]), np.array(outcome["q"])
-    entries, unserved = [], []
+    entries = []
     for m, t in enumerate(raw["tenants"]):
-        mine = [int(i) for i in np.flatnonzero(tenant == m)]
-        if not mine:
-            unserved.append(t["name"])
+        mine = [int(i) for i in np.flatnonzero((tenant == m) & (q > 0))]
+        if mine:
+            qs = "[" + ",".join(f"{max(q[i], 0.05):.4f}" for i in mine) + "]"
+            sets = [f"rounds={CAP[t['name']]}", f"algorithm.participation={qs}"]
+            entries.append(entry(t, mine, [*sets, f"algorithm.aggregation={'naive' if naive else 'unbiased'}"]))
+    path.write_text(yaml.safe_dump({"seed": seed, "edge": raw.get("edge", {}), "tenants": entries}))
+
+
+def paid(run_dir, devices: list[int], prices: list[float]) -> tuple[float, int]:
+    """What the tenant paid: its price for every round each of its devices trained; and the rounds run."""
+    total, rounds = 0.0, 0
+    for line in (run_dir / "clients.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        rounds = max(rounds, row["round"])
+        if row["status"] == "ok":
+            total += prices[devices[row["client"]]]
+    return total, rounds
+
+
+def run_seed(raw: dict, seed: int, methods: tuple[str, ...] = METHODS) -> list[dict]:
+    chosen, population, _ = TN.load(FILE, [f"seed={seed}"])
+    inst = market(chosen, population, seed)
+    rows = []
+    for label, (out, naive) in outcomes(inst, seed).items():
+        if label not in methods:
             continue
-        qs = "[" + ",".join(f"{max(q[i], 0.05):.4f}" for i in mine) + "]"
-        sets = [*t.get("set", []), f"rounds={rounds}", f"algorithm.participation={qs}"]
-        sets.append(f"algorithm.aggregation={'naive' if naive else 'unbiased'}")
-        if t["name"] == "whisper_fsdd" and len(mine) > 6:  # 6 speakers: more devices need another split
-            sets.append("partition.name=dirichlet")
-        entries.append({**{k: v for k, v in t.items() if k not in ("clients", "set")}, "devices": mine, "set": sets})
-        entries[-1]["config"] = str((FILE.parent / t["config"]).resolve())
-    path.write_text(yaml.safe_dump({"seed": raw.get("seed", 0), "edge": raw.get("edge", {}), "tenants": entries}))
-    return unserved
+        tag = f"{TAGS[label]}-s{seed}"
+        path = RUNS / f"{tag}.yaml"
+        tenants_file(raw, out, naive, seed, path)
+        result = {t["name"]: t for t in train(path, RUNS / tag)["tenants"]}
+        for m, t in enumerate(out["tenants"]):
+            r = result.get(t["name"])
+            spent, ran = paid(RUNS / tag / t["name"], r["devices"], out["prices"][m]) if r else (0.0, 0)
+            rows.append(
+                {
+                    "method": label,
+                    "seed": seed,
+                    "tenant": t["name"],
+                    "devices": len(r["devices"]) if r else 0,
+                    "mean q": float(np.mean([out["q"][i] for i in r["devices"]])) if r else 0.0,
+                    "bound rounds": t["rounds"],
+                    "rounds to target": None if r is None else r["target_round"],
+                    "rounds run": ran,
+                    "sim s/round": r["sim_seconds"] / ran if r and ran else None,
+                    "time to target (sim s)": None if r is None else r["target_seconds"],
+                    "deadline": chosen[m].deadline,
+                    "met": bool(r and r["deadline_met"]),
+                    "capped": bool(
+                        r
+                        and not r["target_reached"]
+                        and ran >= CAP[t["name"]]
+                        and r["sim_seconds"] < chosen[m].deadline
+                    ),
+                    "final": None if r is None else r["final"],
+                    "paid": spent,
+                    "budget": float(inst.budget[m]),
+                }
+            )
+    return rows
 
 
-def train(path, out) -> dict:
-    if not (out / "tenants.json").is_file():
-        subprocess.run(["rm", "-rf", str(out)], check=True)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        cmd = [sys.executable, "-m", "edgefm.cli", "train", str(path), "--out", str(out)]
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
-    return json.loads((out / "tenants.json").read_text())
+def summarise(rows: list[dict]) -> list[dict]:
+    ref = {(r["seed"], r["tenant"]): r for r in rows if r["method"] == "PRINCE"}
+    out = []
+    for label in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == label]
+        both = [(r, ref[(r["seed"], r["tenant"])]) for r in mine]
+        ratio = [a["time to target (sim s)"] / b["time to target (sim s)"] for a, b in both
+                 if a["time to target (sim s)"] and b["time to target (sim s)"]]  # fmt: skip
+        per_round = [r["sim s/round"] for r in mine if r["sim s/round"]]
+        hit = [r["rounds to target"] for r in mine if r["rounds to target"]]
+        out.append(
+            {
+                "method": label,
+                "targets met by deadline": f"{sum(r['met'] for r in mine)}/{len(mine)}",
+                "time to target / PRINCE (median, both met)": float(np.median(ratio)) if ratio else None,
+                "rounds to target (median, reached)": float(np.median(hit)) if hit else None,
+                "sim s/round (median)": float(np.median(per_round)) if per_round else None,
+                "paid within budget": f"{sum(r['paid'] <= r['budget'] for r in mine)}/{len(mine)}",
+                "paid / budget (mean)": float(np.mean([r["paid"] / r["budget"] for r in mine])),
+            }
+        )
+    return out
+
+
+def bound_check(rows: list[dict]) -> list[str]:
+    pairs = [(r["bound rounds"], r["rounds to target"]) for r in rows if r["bound rounds"] and r["rounds to target"]]
+    if not pairs:
+        return ["No run reached its target: the bound cannot be checked."]
+    b, m = np.array(pairs, dtype=float).T
+    ratio = m / b
+    corr = float(np.corrcoef(np.log(b), np.log(m))[0, 1]) if len(pairs) > 2 and np.ptp(b) > 0 else math.nan
+    return [
+        f"Over the {len(pairs)} tenant runs that reached their target: measured rounds / the bound's rounds,",
+        f"median {np.median(ratio):.3g} (p10 {np.percentile(ratio, 10):.3g}, p90 {np.percentile(ratio, 90):.3g});",
+        f"correlation of their logs {corr:.3g}.",
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), help="a subset of METHODS (by label)")
     args = ap.parse_args()
     raw = yaml.safe_load(FILE.read_text())
-    chosen, population, _ = TN.load(FILE, [f"seed={args.seed}"])
-    inst = market(chosen, population, args.seed)
-    methods = {
-        "PRINCE": (prince.equilibrium(inst), False),
-        "uniform price": (B.uniform(inst), False),
-        "random + naive": (B.random(inst, np.random.default_rng([args.seed, 9])), True),
-        "top-k by data": (B.topk(inst), False),
-    }
     RUNS.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for label, (out, naive) in methods.items():
-        tag = label.split()[0].lower()
-        path = RUNS / f"{tag}-s{args.seed}.yaml"
-        unserved = tenants_file(raw, out, naive, args.rounds, path)
-        result = {t["name"]: t for t in train(path, RUNS / f"{tag}-s{args.seed}")["tenants"]}
-        for m, t in enumerate(out["tenants"]):
-            r = result.get(t["name"])
-            rows.append(
-                {
-                    "method": label,
-                    "tenant": t["name"],
-                    "devices": t["members"] if r is None else len(r["devices"]),
-                    "mean q": float(np.mean([out["q"][i] for i in r["devices"]])) if r else 0.0,
-                    "final": None if r is None else r["final"],
-                    "target": chosen[m].target,
-                    "time to target (sim s)": None if r is None else r["target_seconds"],
-                    "deadline": chosen[m].deadline,
-                    "met": False if r is None else r["deadline_met"],
-                    "market payment": t["payment"],
-                    "budget met": t["budget_met"],
-                    "served": t["name"] not in unserved,
-                }
-            )
-    meta = {"seed": args.seed, "rounds": args.rounds, "devices": len(population), "tenants": len(chosen)}
+    rows = [row for seed in args.seeds for row in run_seed(raw, seed, tuple(args.methods))]
+    (RESULTS / "prince_loop_runs.json").write_text(json.dumps(rows, indent=1) + "\n")
+    fits = {w["name"]: (w["alpha"], w["beta"], w.get("pilot", {}).get("r2")) for w in load_tenants()}
     notes = "\n".join(
         [
-            "One seed, 8 rounds for every tenant and method, an uncalibrated bound (docs/prince.md). time to",
-            "target: simulated seconds until the tenant's test metric first reached its target (accuracy at or",
-            "above; log-perplexity at or below); None: not within the rounds run. Market payment: the market",
-            "model's (rounds x price x q). Each device holds 1/24 of every tenant's data and a tenant trains on",
-            "its devices' shares only, so a tenant with few devices trains on little data.",
+            "## Every tenant run",
             "",
-            "What this first cut shows: PRINCE's rounds are the fastest by far (it buys fast devices), but with",
-            "fixed rounds that buys little; with the bound uncalibrated it gives MiniLM 2 devices and the LM 1,",
-            "and few tenants reach their targets under any method in 8 rounds. It is not yet the issue's",
-            "comparison: that needs the bound calibrated from pilot runs, tenants run until their deadline in",
-            "simulated seconds rather than for fixed rounds, and 3 seeds.",
+            *table(rows),
+            "",
+            "## The bound against the measured rounds",
+            "",
+            *bound_check(rows),
+            "Calibration (benchmarks/results/prince_pilot.md), rounds = a S + b: "
+            + "; ".join(
+                f"{k}: a {a:.3g}, b {b:.3g}, R^2 {r2 if r2 is None else round(r2, 2)}" for k, (a, b, r2) in fits.items()
+            ),
+            "",
+            "bound rounds: the market's R_m for the tenant's devices and q. rounds to target / time to target:",
+            "the first round (simulated seconds) whose test metric met the tenant's target; None: not before",
+            "its deadline (capped: stopped by the round cap first). sim s/round: its simulated seconds over the rounds it ran (the edge server shared",
+            "with the other tenants). paid: its price for every round each device trained. The social optimum",
+            "is a planner's reference, not a mechanism (docs/prince.md).",
         ]
     )
-    p = write("prince_loop", "PRINCE closed loop: the market decides, split training measures", rows, meta, notes)
+    meta = {
+        "seeds": args.seeds,
+        "methods": args.methods,
+        "devices": 24,
+        "tenants": len(raw["tenants"]),
+        "round caps": CAP,
+    }
+    p = write(
+        "prince_loop", "PRINCE closed loop: the market decides, split training measures", summarise(rows), meta, notes
+    )
     print(p.read_text())
 
 

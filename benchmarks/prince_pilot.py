@@ -5,8 +5,9 @@ its target, with ``S = sum_n p_n**2 * G2_n / q_n`` over its devices (shares p re
 them). A pilot is a real run of the tenant of ``configs/splitfed_multitenant.yaml`` on k of the
 24 devices (spread over the population, each holding 1/24 of the tenant's data, as in the closed
 loop) at one participation probability q for all, with unbiased (Horvitz-Thompson) merging, until
-its target or a round cap (no deadline). With equal shares and equal gradient scales (G2 = 1: not measured)
-S = 1 / (k q). The rounds to target are fitted by non-negative least squares,
+its target or a round cap (no deadline). With equal gradient scales (G2 = 1: not measured)
+S = sum_n p_n**2 / q, p_n the device's share of the examples the k devices hold (the tenant's
+partition deals unequal amounts; 1 / (k q) were they equal). The rounds to target are fitted by non-negative least squares,
 ``R = a * S + b`` (a = alpha / eps, b = beta / eps at the tenant's target), over the pilots that
 reached it; pilots with equal S and different (k, q) test whether S is the right statistic.
 
@@ -75,16 +76,28 @@ def pilot(raw: dict, tenant: dict, k: int, q: float, seed: int) -> dict:
     doc = {"seed": seed, "edge": raw.get("edge", {}), "tenants": [{**entry(tenant, spread(k), sets), "deadline": 1e9}]}
     path.write_text(yaml.safe_dump(doc))
     (result,) = train(path, RUNS / tag)["tenants"]
+    sizes = data_sizes(RUNS / tag / tenant["name"] / "clients.jsonl")
+    p = np.array(sizes) / sum(sizes)  # the devices' shares of the data they hold together
     return {
         "tenant": tenant["name"],
         "k": len(result["devices"]),
         "q": q,
-        "S": 1.0 / (len(result["devices"]) * q),
+        "S": float(np.sum(p**2) / q),
         "target": tenant["target"],
         "rounds to target": result["target_round"],
         "final": result["final"],
         "cap": CAP[tenant["name"]],
     }
+
+
+def data_sizes(clients_jsonl) -> list[int]:
+    """Each device's training examples, from the ledger of its run (the rounds it trained)."""
+    sizes: dict[int, int] = {}
+    for line in clients_jsonl.read_text().splitlines():
+        row = json.loads(line)
+        if row["status"] == "ok":
+            sizes[row["client"]] = max(sizes.get(row["client"], 0), int(row["num_examples"]))
+    return [sizes[c] for c in sorted(sizes)]
 
 
 def fit(points: list[dict]) -> dict:
@@ -137,7 +150,7 @@ def main() -> None:
     )
     notes = "\n".join(
         [
-            "## Fit: rounds to target R = a S + b (S = 1 / (k q))",
+            "## Fit: rounds to target R = a S + b (S = sum p_n^2 / q over the pilot's devices)",
             "",
             summary,
             "",

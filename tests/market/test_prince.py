@@ -236,3 +236,25 @@ def test_calibrated_tenants_keep_their_fitted_bound():
     assert np.allclose(inst.alpha, 2.0) and np.allclose(inst.beta, 3.0)
     raw = generate(30, 3, np.random.default_rng(0), WORK)
     assert not np.allclose(raw.alpha / raw.beta, raw.alpha[0] / raw.beta[0]) or len(raw.alpha) == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_coverage_floor_is_honoured_by_every_plan(seed):
+    """min_share: a tenant served by devices holding less of its data than its floor is not
+    trusted by the bound (R = inf), so PRINCE, top-k and the planner serve it with more or not at all."""
+    rng = np.random.default_rng(200 + seed)
+    inst = generate(int(rng.integers(20, 40)), 2, rng, WORK)
+    assert all(math.isfinite(T.rounds(inst, 0, np.array([n]), np.ones(1))) for n in np.flatnonzero(inst.share[:, 0]))
+    inst.min_share = np.array([0.3, 0.3])
+    few = np.flatnonzero(inst.share[:, 0])[:1]
+    assert inst.share[few, 0].sum() < 0.3 and T.rounds(inst, 0, few, np.ones(1)) == math.inf
+    ours, top = prince.equilibrium(inst), B.topk(inst)
+    for out in (ours, top, B.social(inst, [ours, top])):
+        tenant, q = np.array(out["tenant"]), np.array(out["q"])
+        for m, t in enumerate(out["tenants"]):
+            members = np.flatnonzero((tenant == m) & (q > 0))
+            assert t["time"] is None or inst.share[members, m].sum() >= 0.3 - 1e-9
+    again = Instance.from_dict(json.loads(json.dumps(inst.to_dict())))
+    assert np.allclose(again.min_share, 0.3)
+    with pytest.raises(InstanceError, match=r"tenants.min_share\[0\]: 1.5"):
+        Instance.from_dict({**inst.to_dict(), "tenants": {**inst.to_dict()["tenants"], "min_share": [1.5, 0.0]}})

@@ -85,8 +85,10 @@ def topk(inst: Instance) -> dict:
         best = 0
         for k in range(1, len(order) + 1):  # payments grow with k: stop at the first that breaks the budget
             members, q = order[:k], np.ones(k)
-            pay = T.rounds(inst, m, members, q) * float(np.sum(T.inducing_prices(inst, m, members, q)))
-            if pay > inst.budget[m]:
+            r = T.rounds(inst, m, members, q)
+            if not math.isfinite(r):  # below the tenant's coverage floor: take more
+                continue
+            if r * float(np.sum(T.inducing_prices(inst, m, members, q))) > inst.budget[m]:
                 break
             best = k
         tenant[order[:best]] = m
@@ -125,16 +127,19 @@ def social(inst: Instance, starts: list[dict], max_sweeps: int = 30) -> dict:
 
 def _descend(inst: Instance, state: State, max_sweeps: int) -> tuple[tuple[int, float], State] | None:
     def time_of(m: int, tenant: np.ndarray, q: np.ndarray) -> float:
-        """J_m with members paid at cost, inf when that breaks the budget or nobody serves."""
+        """J_m with members paid at cost: inf when nobody serves or the members hold less than
+        the tenant's coverage floor (counted unserved), NaN when paying them breaks the budget."""
         members = np.flatnonzero(tenant == m)
         if not len(members):
             return math.inf
         qm = q[members]
         r = T.rounds(inst, m, members, qm)
+        if not math.isfinite(r):
+            return math.inf
         load = qm.sum()
         per_round = np.sum(qm * (inst.cost[members, m] + inst.theta[m] * load + inst.gamma[members] * qm / 2))
         if r * per_round > inst.budget[m] * (1 + 1e-9):
-            return math.inf
+            return math.nan
         return r * T.round_time(inst, m, members, qm)
 
     def score(times: np.ndarray) -> tuple[int, float]:  # fewest unserved tenants first, then sum J
@@ -142,8 +147,8 @@ def _descend(inst: Instance, state: State, max_sweeps: int) -> tuple[tuple[int, 
         return int((~finite).sum()), float(times[finite].sum())
 
     times = np.array([time_of(m, state.tenant, state.q) for m in range(inst.n_tenants)])
-    if any(np.isinf(times[m]) and np.any(state.tenant == m) for m in range(inst.n_tenants)):
-        return None  # a served tenant over budget at cost
+    if np.isnan(times).any():
+        return None  # a tenant over budget at cost
     current = score(times)
     for _ in range(max_sweeps):
         improved = False
@@ -159,7 +164,7 @@ def _descend(inst: Instance, state: State, max_sweeps: int) -> tuple[tuple[int, 
                     trial = times.copy()
                     for k in {here, m} - {-1}:
                         trial[k] = time_of(k, tenant, q)
-                    if any(np.isinf(trial[k]) and np.any(tenant == k) for k in {here, m} - {-1}):
+                    if np.isnan(trial).any():
                         continue  # a budget broken
                     s = score(trial)
                     gains = s[0] < current[0] or (s[0] == current[0] and s[1] < current[1] * (1 - 1e-9))

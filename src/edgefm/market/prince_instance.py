@@ -45,6 +45,9 @@ class Instance:
     g2: np.ndarray  # [N, M] G2_{n,m}, squared norm of the local gradient at the start
     seconds: np.ndarray  # [N, M] device-side seconds of one round (compute and transfers)
     names: list[str] = field(default_factory=list)
+    # coverage floor per tenant: plans whose members hold less of its data are not trusted
+    # (R = inf): the bound is calibrated on pilots that held at least this much (default 0: none)
+    min_share: np.ndarray | None = None
     q_min: float = Q_MIN
     start_tenant: np.ndarray | None = None  # optional warm start: tenant per device (-1: none)
     start_q: np.ndarray | None = None
@@ -97,6 +100,9 @@ class Instance:
         empty = np.flatnonzero(self.share.sum(axis=0) <= 0)
         if len(empty) and n:
             raise InstanceError(f"devices.share: tenant {int(empty[0])} has no device with data; expected some > 0")
+        self.min_share = np.zeros(m) if self.min_share is None else np.asarray(self.min_share, dtype=float).reshape(-1)
+        V.arrays(self, ("min_share",), m, "tenants", InstanceError, "tenant")
+        V.ranges(self, [("min_share", lambda a: (a >= 0) & (a <= 1), "in [0, 1]")], "tenants", InstanceError)
         if not 0 < self.q_min <= 1:
             raise InstanceError(f"q_min: {self.q_min!r}; expected a probability in (0, 1]")
         if not self.names:
@@ -136,7 +142,11 @@ class Instance:
     # -- JSON --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "tenants": {"names": list(self.names), **{k: getattr(self, k).tolist() for k in TENANT_FIELDS}},
+            "tenants": {
+                "names": list(self.names),
+                **{k: getattr(self, k).tolist() for k in TENANT_FIELDS},
+                "min_share": self.min_share.tolist(),
+            },
             "devices": {
                 "gamma": self.gamma.tolist(),
                 **{k: getattr(self, k).tolist() for k in MATRIX_FIELDS},
@@ -153,7 +163,7 @@ class Instance:
         V.mapping(raw, "instance", InstanceError, required=("tenants", "devices"))
         V.known_keys(raw, ("tenants", "devices", "q_min", "start", "extra"), "", InstanceError)
         tenants = V.mapping(raw["tenants"], "tenants", InstanceError, required=TENANT_FIELDS)
-        V.known_keys(tenants, (*TENANT_FIELDS, "names"), "tenants", InstanceError)
+        V.known_keys(tenants, (*TENANT_FIELDS, "names", "min_share"), "tenants", InstanceError)
         devices = V.mapping(raw["devices"], "devices", InstanceError, required=DEVICE_FIELDS + MATRIX_FIELDS)
         V.known_keys(devices, DEVICE_FIELDS + MATRIX_FIELDS, "devices", InstanceError)
         kw: dict[str, Any] = {k: V.number_list(tenants[k], f"tenants.{k}", InstanceError) for k in TENANT_FIELDS}
@@ -170,6 +180,8 @@ class Instance:
             kw[k] = np.array(kw[k]).reshape(len(rows), -1 if rows else len(kw["eps"]))
         if "names" in tenants:
             kw["names"] = tenants["names"]
+        if "min_share" in tenants:
+            kw["min_share"] = V.number_list(tenants["min_share"], "tenants.min_share", InstanceError)
         if "q_min" in raw:
             kw["q_min"] = V.number(raw["q_min"], "q_min", InstanceError)
         if "start" in raw:

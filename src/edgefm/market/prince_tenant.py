@@ -19,7 +19,7 @@ def rounds(inst: Instance, m: int, members: np.ndarray, q: np.ndarray) -> float:
     if not len(members):
         return math.inf
     p = inst.share[members, m]
-    if p.sum() <= 0:
+    if p.sum() <= 0 or p.sum() < inst.min_share[m] * (1 - 1e-12):  # below the coverage floor
         return math.inf
     p = p / p.sum()
     var = np.sum(p**2 * inst.g2[members, m] / np.maximum(q, inst.q_min))
