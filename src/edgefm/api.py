@@ -229,8 +229,11 @@ def robust(
     """``edgefm robust``: judge a run, a model folder, a file of answers or the zero-shot baseline; writes
     robustness.json beside the run (else under runs/, or to ``out``) and adds a section to the
     run's report."""
+    from edgefm.market import jsonio
     from edgefm.robustness import runner
 
+    if out is not None:
+        jsonio.check_path(out)  # before minutes of judging
     chosen = [x for x in (run, model, predictions) if x is not None] + (["zero-shot"] if zero_shot else [])
     if len(chosen) != 1:
         raise EdgefmError("give exactly one of --run RUN_DIR, --model DIR, --predictions FILE or --zero-shot")
@@ -246,10 +249,7 @@ def robust(
         else Path("runs") / f"robust-{Path(chosen[0]).name}-{stamp}" / "robustness.json"
     )
     target = Path(out) if out else default
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(target)  # never a half-written result
+    jsonio.write_json(target, result)
     if run:
         from edgefm.report.html import write_report
 

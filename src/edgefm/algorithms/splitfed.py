@@ -108,7 +108,15 @@ class SplitFed(FedAvg):
         # the edge server's capacity is shared by every device it serves at once: this run's
         # participants and, when tenants share it (fl/tenants.py), theirs
         serving = sum(bool(came[d.device_id]) for d in devices) + self.edge_co_load(rnd)
-        self.edge_live = {k: v for k, v in state.items() if not self.on_device(k, self.algo.cut)}  # v2: one edge part
+        # each cut's device part and edge part of the state, split once a round (shared, read-only)
+        parts = {
+            c: (
+                {k: v for k, v in state.items() if self.on_device(k, c)},
+                {k: v for k, v in state.items() if not self.on_device(k, c)},
+            )
+            for c in self.prefixes
+        }
+        self.edge_live = dict(parts[self.algo.cut][1] if self.algo.cut in parts else {})  # v2: one edge part
         self.edge_copies: dict[int, Tensors] = {}  # v1: the edge's part per device
         tasks = {}
         for d in devices:
@@ -120,8 +128,7 @@ class SplitFed(FedAvg):
                 tasks[d.device_id] = ClientTask(d.device_id, rnd, {}, declined=why)
                 continue
             cut = self.cut_of[d.device_id]
-            payload = {k: v for k, v in state.items() if self.on_device(k, cut)}
-            edge = {k: v for k, v in state.items() if not self.on_device(k, cut)}
+            payload, edge = parts[cut]
             config = {"serving": serving, "edge": edge, "cut": cut}
             tasks[d.device_id] = ClientTask(d.device_id, rnd, payload, config, arch=self.fits[d.device_id].arch)
         return tasks

@@ -3,7 +3,6 @@ code 2, no traceback, nothing written), override parsing and atomic JSON output.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -16,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from edgefm import __version__  # noqa: E402
+from edgefm import EdgefmError, __version__  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Foundation models at the network edge.")
 console = Console()
@@ -62,18 +61,19 @@ def overrides(set_: list[str], extra: list[str] | None) -> list[str]:
 
 def check_out(path: Path) -> None:
     """An output file path with no folder at it and no file above it (checked before any work)."""
-    if path.is_dir() or any(p.is_file() for p in path.parents):
-        fail(f"--out {str(path)!r}: a folder or a file is in the way; expected a file path")
+    from edgefm.market import jsonio
+
+    try:
+        jsonio.check_path(path)
+    except EdgefmError as exc:
+        fail(str(exc))
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Valid JSON (no NaN or Infinity) written atomically, or a one-line error and nothing written."""
-    check_out(path)
+    """Valid JSON written atomically (``market/jsonio.py``), or a one-line error and nothing written."""
+    from edgefm.market import jsonio
+
     try:
-        text = json.dumps(payload, indent=1, allow_nan=False)
-    except ValueError:
-        fail(f"{str(path)!r}: the result holds NaN or infinity, which JSON cannot carry; nothing written")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)  # never a half-written result
+        jsonio.write_json(path, payload)
+    except EdgefmError as exc:
+        fail(str(exc))
