@@ -129,6 +129,8 @@ class TrainConfig:
     head_lr: float = 1e-2  # the freshly initialised classifier head learns faster
     weight_decay: float = 0.0  # AdamW weight decay
     max_steps: int | None = None  # cap on local optimizer steps per round
+    # bf16: forward passes under torch.autocast in bfloat16 (float32 weights, optimizer and loss)
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         check_range("train.epochs", self.epochs, lo=1)

@@ -76,7 +76,7 @@ def test_rsr_is_a_best_response(seed, m, n):
     prices = rng.uniform(inst.p_min, inst.p_max)
     choices, _, profits = rsr(inst, prices)
     r = lmaas.worst_rate(inst)
-    _, cap = lmaas._energy_terms(inst, r)
+    _, cap = lmaas.energy_terms(inst, r)
     for frac in np.linspace(0, 1, 41):
         t = np.minimum(inst.horizon, cap) * frac
         assert np.all(profits[:, None] >= lmaas.profit(inst, prices, t, r) - 1e-9)
@@ -106,7 +106,7 @@ def test_no_customer_gains_by_deviating_at_imp_prices(seed):
         t = rng.uniform(0, inst.horizon, inst.n_customers)
         r = lmaas.worst_rate(inst)
         u = lmaas.profit(inst, prices, np.broadcast_to(t[:, None], (inst.n_customers, inst.n_models)), r)
-        _, cap = lmaas._energy_terms(inst, r)
+        _, cap = lmaas.energy_terms(inst, r)
         rows = np.arange(inst.n_customers)
         feasible = t <= cap[rows, np.maximum(alt, 0)]
         dev = np.where(alt >= 0, u[rows, np.maximum(alt, 0)], 0.0)

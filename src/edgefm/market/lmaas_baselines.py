@@ -15,7 +15,6 @@ period warm-started from the last prices.
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import replace
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 from edgefm.market.lmaas import (
     CUSTOMER_FIELDS,
     Instance,
-    _energy_terms,
+    energy_terms,
     generate,
     imp,
     nominal_snr,
@@ -34,6 +33,7 @@ from edgefm.market.lmaas import (
     rate,
     rsr,
     seller_profit,
+    seller_profits,
     worst_rate,
 )
 
@@ -41,7 +41,7 @@ from edgefm.market.lmaas import (
 def realised_worst_profit(inst: Instance, prices: np.ndarray, choices: np.ndarray, durations: np.ndarray) -> np.ndarray:
     """Each customer's profit at its worst-case SNR when it follows (choice, duration)."""
     r = worst_rate(inst)
-    e, cap_t = _energy_terms(inst, r)
+    e, cap_t = energy_terms(inst, r)
     rows = np.arange(inst.n_customers)
     m = np.maximum(choices, 0)
     used = np.minimum(durations, cap_t[rows, m])  # transmission stops when the energy cap is hit
@@ -88,28 +88,22 @@ def customer_baselines(inst: Instance, prices: np.ndarray, rng: np.random.Genera
 
 
 def exhaustive(inst: Instance, points: int = 40) -> tuple[np.ndarray, float]:
-    """Joint grid search over every model's price range (points^M evaluations): small M only."""
+    """Joint grid search over every model's price range (points^M evaluations, vectorised): small M only."""
     if inst.n_models > 4:
         raise ValueError(f"exhaustive search over {inst.n_models} models is too large; expected M <= 4")
     grids = [np.linspace(lo, hi, points) for lo, hi in zip(inst.p_min, inst.p_max, strict=True)]
-    best_p, best_v = None, -np.inf
-    for combo in itertools.product(*grids):
-        p = np.array(combo)
-        v = seller_profit(inst, p)
-        if v > best_v:
-            best_p, best_v = p, v
-    return best_p, best_v
+    combos = np.array(np.meshgrid(*grids, indexing="ij")).reshape(inst.n_models, -1).T  # lexicographic
+    values = seller_profits(inst, combos)
+    k = int(np.argmax(values))  # the first best, as a loop over itertools.product would keep
+    return combos[k], float(values[k])
 
 
 def uniform_price(inst: Instance, points: int = 200) -> tuple[np.ndarray, float]:
     """One price for every model (clipped into each model's range), the best of a grid."""
-    best_p, best_v = None, -np.inf
-    for q in np.linspace(inst.p_min.min(), inst.p_max.max(), points):
-        p = np.clip(np.full(inst.n_models, q), inst.p_min, inst.p_max)
-        v = seller_profit(inst, p)
-        if v > best_v:
-            best_p, best_v = p, v
-    return best_p, best_v
+    rows = np.clip(np.linspace(inst.p_min.min(), inst.p_max.max(), points)[:, None], inst.p_min, inst.p_max)
+    values = seller_profits(inst, rows)
+    k = int(np.argmax(values))
+    return rows[k], float(values[k])
 
 
 def cost_plus(inst: Instance, markup: float = 0.5) -> tuple[np.ndarray, float]:

@@ -10,6 +10,7 @@ models, the loss and the metrics. Nothing here knows about federation.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,16 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise EdgefmError("device: 'cuda' requested but no CUDA device is available; expected cpu or auto")
     return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass's precision: bf16 runs it under torch.autocast (matmuls in bfloat16,
+    weights, gradients, optimizer state and the loss's reduction in float32); fp32 as it is."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise EdgefmError(f"train.precision: {precision!r}; expected 'fp32' or 'bf16'")
 
 
 @dataclass
@@ -139,18 +150,20 @@ class Workbench:
                     batch = batch.to(self.device)
                     if backward_step is not None:
                         opt.zero_grad(set_to_none=True)
-                        loss = backward_step(batch)
+                        with autocast(self.device, train.precision):  # its backward runs inside
+                            loss = backward_step(batch)
                     else:
-                        loss = step_loss(batch)
-                        total = loss if penalty is None else loss + penalty()
+                        with autocast(self.device, train.precision):
+                            loss = step_loss(batch)
+                            total = loss if penalty is None else loss + penalty()
                         opt.zero_grad(set_to_none=True)
-                        total.backward()
+                        total.float().backward()
                     opt.step()
                     b, length = batch.input_ids.shape
                     steps += 1
                     seen += b
                     flops += flops_model.batch(b, length)
-                    loss_sum += loss.item() * b
+                    loss_sum += loss.float().item() * b
         self.model.zero_grad(set_to_none=True)
         return FitResult(steps, seen, flops, loss_sum / max(seen, 1))
 
