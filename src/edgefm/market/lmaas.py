@@ -159,11 +159,9 @@ def _coordinate_ascent(
     inst: Instance, prices: np.ndarray, r: np.ndarray, opts: dict[str, Any], history: list, order=None
 ) -> tuple[np.ndarray, float]:
     """Best-response sweeps over the models' prices (in ``order``) until none gains."""
-    e, cap_t = energy_terms(inst, r)
+    e, cap, u_lo = opts["market"]
     t_all = optimal_durations(inst, prices, r)
-    low = optimal_durations(inst, inst.p_min, r)
-    state = Responses(inst, prices, e, np.minimum(inst.horizon, cap_t), t_all, profit(inst, prices, t_all, r),
-                      profit(inst, inst.p_min, low, r))  # fmt: skip
+    state = Responses(inst, prices, e, cap, t_all, profit(inst, prices, t_all, r), u_lo)
     current = seller_profit(inst, prices)
     first = history[-1]["sweep"] if history else 0
     order = list(range(inst.n_models)) if order is None else order
@@ -262,6 +260,10 @@ def imp(
         raise InstanceError(f"levels: {levels}; expected at least 2")
     opts = {"rtol": rtol, "grid": grid, "max_sweeps": max_sweeps, "levels": levels, "line": line_search}
     r = worst_rate(inst)
+    # what no price changes, computed once for every ascent (the escape moves run many)
+    e, cap_t = energy_terms(inst, r)
+    low = profit(inst, inst.p_min, optimal_durations(inst, inst.p_min, r), r)
+    opts["market"] = (e, np.minimum(inst.horizon, cap_t), low)
     if init is not None:
         inits = [_check_prices(inst, init)]
     else:

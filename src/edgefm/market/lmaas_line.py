@@ -103,19 +103,16 @@ class Line:
         if len(self.w) <= EXACT_LIMIT:
             return self.both(xs, n)[0]
         out = np.empty(len(xs))
+        e_min = float(self.e.min())
         for j, (x, m) in enumerate(zip(xs.tolist(), n.tolist(), strict=True)):
             part = slice(0, m, stride)
-            if x + self.e_min > 0:  # one price, only its buyers: O(buyers) and no masks
+            if x + e_min > 0:  # one price, only its buyers: O(buyers) and no masks
                 t = np.minimum(np.divide(self.w[part], x + self.e[part]) - 1.0 / self.beta, self.cap[part])
                 total = (x - self.cost) * t.sum() - self.fixed[part].sum()
             else:
                 total = self.terms(np.array([x]))[0][0, part].sum()
             out[j] = self.base + stride * total
         return out
-
-    @property
-    def e_min(self) -> float:
-        return float(self.e.min()) if len(self.e) else 0.0
 
 
 @dataclass
