@@ -131,6 +131,9 @@ class TrainConfig:
     max_steps: int | None = None  # cap on local optimizer steps per round
     # bf16: forward passes under torch.autocast in bfloat16 (float32 weights, optimizer and loss)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # keep frozen passes' per-example outputs on the device (the blocks below the lowest trained
+    # one, FedMS's frozen experts) and reuse them across epochs and rounds (models/prefix.py)
+    prefix_cache: bool = True
 
     def __post_init__(self) -> None:
         check_range("train.epochs", self.epochs, lo=1)

@@ -18,6 +18,10 @@ Models" (arXiv 2312.15926). Choices the abstract leaves open, as fixed by the pr
   every block (``all``). b_k, the blocks device k can afford, is proportional to its sustained
   FLOP/s relative to ``full_depth_flops`` (a flagship phone affords them all), at least 1.
   Blocks below the lowest active one get no backward pass, so the measured FLOPs fall.
+- Compute only what changes (``train.prefix_cache``, ``models/prefix.py``): the frozen blocks
+  below the lowest active one, the bare backbone's feature for the gate and the frozen global
+  expert (stage 2) run in eval mode (no dropout), so their per-example outputs are constants a
+  device keeps and reuses across epochs and rounds; the ledger charges them once, when computed.
 - Ablations: ``gate=fixed`` (0.5/0.5 mixture, nothing uploaded in stage 2), ``experts=global``
   (stage 2 skipped: FedAvg with SAL) and ``experts=local`` (local expert alone in stage 2).
 - Learning rates: ``train.lr`` for LoRA, ``train.head_lr`` for heads, ``gate_lr`` for the gate.
@@ -40,11 +44,13 @@ from torch import nn
 from edgefm import EdgefmError
 from edgefm.algorithms.configs import FedMSConfig
 from edgefm.algorithms.fedavg import FedAvg
+from edgefm.algorithms.fedms_passes import Passes, combine
 from edgefm.edge.devices import DeviceProfile
 from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Tensors
 from edgefm.models import lora as L
+from edgefm.models import prefix as P
 from edgefm.models.backbones import LORA_TARGETS
-from edgefm.models.flops import FlopModel
+from edgefm.models.prefix import PrefixCache, PrefixCaches
 
 GATE = "gate_adapter."
 
@@ -82,12 +88,12 @@ class Mixture(nn.Module):
     """The model a FedMS client ends with, as one module: (input_ids, attention_mask) -> log
     mixture probabilities. A view of the shared model, valid until it is next loaded."""
 
-    def __init__(self, strategy: FedMS, model: nn.Module, blocks: set[int]):
+    def __init__(self, passes: Passes):
         super().__init__()
-        self.strategy, self.model, self.blocks = strategy, model, blocks
+        self.passes, self.model = passes, passes.model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.strategy._mixture(self.model, input_ids, attention_mask, self.blocks, grad=False)[0]
+        return combine(*self.passes.evaluate(input_ids, attention_mask))
 
 
 class FedMS(FedAvg):
@@ -137,7 +143,8 @@ class FedMS(FedAvg):
                 payload = {k: v for k, v in state.items() if _in_blocks(k, blocks) or k.startswith("head.")}
             else:  # the frozen global expert (for the mixture) + the shared gate adapter
                 payload = dict(state)
-            tasks[d.device_id] = ClientTask(d.device_id, rnd, payload, {"blocks": ",".join(map(str, sorted(blocks)))})
+            conf = {"blocks": ",".join(map(str, sorted(blocks))), "memory": d.memory_bytes * self.cfg.edge.memory_scale}
+            tasks[d.device_id] = ClientTask(d.device_id, rnd, payload, conf)
         return tasks
 
     def expected_update(self, state: Tensors, task: ClientTask) -> Tensors:
@@ -169,7 +176,7 @@ class FedMS(FedAvg):
             L.route_adapters(model, "default", blocks, train=True)
             for p in model.head.parameters():
                 p.requires_grad = True
-            fit = workbench.fit(data.train, self.cfg.train, gen, seed, flop_key=f"fedms-s1-{len(blocks)}")
+            fit, extra = self._fit_stage1(task, workbench, data, blocks, seed, gen)
             up = {k: v for k, v in workbench.get_state().items() if _in_blocks(k, blocks) or k.startswith("head.")}
             L.route_adapters(model, "default", None, train=False)
             return ClientUpdate(
@@ -177,11 +184,45 @@ class FedMS(FedAvg):
                 task.round,
                 up,
                 len(data.train),
-                fit.flops,
-                {"train_loss": fit.loss, "blocks": len(blocks)},
+                fit.flops + extra["flops"],
+                {"train_loss": fit.loss, "blocks": len(blocks), "cache_mb": extra["cache_mb"]},
                 private=private,
             )
         return self._stage2(task, workbench, data, private, blocks, seed, gen)
+
+    # -- frozen passes computed once (models/prefix.py) -----------------------------------
+    def _cache(self, task: ClientTask, workbench, data: ClientData, key: tuple) -> PrefixCache:
+        if not hasattr(self, "_caches"):
+            self._caches = PrefixCaches()
+        memory = float(task.config.get("memory", 0.0))
+        return self._caches.for_client(task.client_id, key, workbench.model, data.train, self.cfg.train, memory)
+
+    def _fit_stage1(self, task, workbench, data, blocks, seed, gen):
+        """Stage 1 on the active blocks; with a frozen prefix below them, from its cached output."""
+        model, k = workbench.model, min(blocks)
+        parts = P.cut_below(model, k)
+        if parts is None:  # every block trains: nothing frozen below
+            fit = workbench.fit(data.train, self.cfg.train, gen, seed, flop_key=f"fedms-s1-{len(blocks)}")
+            return fit, {"flops": 0.0, "cache_mb": 0.0}
+        cache = self._cache(task, workbench, data, ("s1", k))
+        positions = P.positions(data.train, parts)
+
+        def compute(ids, mask):
+            return {"h": parts.device(ids, mask)}, {}
+
+        def step(frozen, batch):
+            return nn.functional.cross_entropy(parts.edge(frozen[0]["h"], batch.attention_mask), batch.labels)
+
+        flops_compute, flops_step = P.flop_models(workbench, f"fedms-s1-cut{k}", compute, step)
+        fit = workbench.fit(
+            data.train,
+            self.cfg.train,
+            gen,
+            seed,
+            flops_model=flops_step,
+            step_loss=lambda b: step(cache.lookup(model, b, compute, flops_compute, positions), b),
+        )
+        return fit, {"flops": cache.take_flops(), "cache_mb": cache.nbytes / 2**20 if cache.enabled else 0.0}
 
     def _load_stage2(self, workbench, payload: Tensors, private: Tensors | None) -> None:
         model = workbench.model
@@ -211,42 +252,8 @@ class FedMS(FedAvg):
     def _blocks_of(private: Tensors) -> set[int]:
         return {int(b) for b in private["blocks"].tolist()}
 
-    def _parts(self, model, ids, mask, blocks, grad: bool):
-        """(gate weights, global expert probabilities, local expert logits) for one batch; the
-        first two are None when the mode does not use them. Only the passes a mode needs are run
-        (and so counted): the bare backbone for a learned gate, the frozen global expert unless
-        the local expert stands alone."""
-        learned = self.algo.gate == "learned" and self.algo.experts == "mixture"
-        weights = global_probs = None
-        with torch.no_grad():
-            if learned:
-                L.route_adapters(model, None)
-                feature = model.pooled(ids, mask)
-            if self.algo.experts != "local":
-                L.route_adapters(model, "default", None)
-                global_probs = torch.softmax(model(ids, mask), -1)
-        L.route_adapters(model, "local", blocks, train=grad)
-        with torch.set_grad_enabled(grad):
-            local_logits = model.local_head(model.dropout(model.pooled(ids, mask)))
-            if self.algo.experts == "mixture":
-                weights = model.gate(feature) if learned else torch.full((len(ids), 2), 0.5, device=ids.device)
-        return weights, global_probs, local_logits
-
-    def _mixture(self, model, ids, mask, blocks, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log mixture probabilities, local expert logits) for one batch."""
-        weights, global_probs, local_logits = self._parts(model, ids, mask, blocks, grad)
-        if weights is None:  # the local expert alone
-            return torch.log_softmax(local_logits, -1), local_logits
-        with torch.set_grad_enabled(grad):
-            mix = weights[:, :1] * global_probs + weights[:, 1:] * torch.softmax(local_logits, -1)
-            return torch.log(mix.clamp_min(1e-12)), local_logits
-
-    def _step_loss(self, model, ids, mask, labels, blocks) -> torch.Tensor:
-        log_mix, local_logits = self._mixture(model, ids, mask, blocks, grad=True)
-        loss = nn.functional.nll_loss(log_mix, labels)
-        if self.algo.experts == "mixture":
-            loss = loss + self.algo.local_weight * nn.functional.cross_entropy(local_logits, labels)
-        return loss
+    def _passes(self, model, blocks: set[int], parts=None, train: bool = False) -> Passes:
+        return Passes(self.algo, model, blocks, parts, train)
 
     def _stage2(self, task, workbench, data, private, blocks, seed, gen) -> ClientUpdate:
         model, train = workbench.model, self.cfg.train
@@ -268,14 +275,23 @@ class FedMS(FedAvg):
         ]
         if gate_params:
             groups.append({"params": gate_params, "lr": self.algo.gate_lr})
+        k = min(blocks)
+        parts = P.cut_below(model, k)
+        # the frozen global expert is part of what the cache holds: it names it
+        digest = P.digest({key: v for key, v in task.payload.items() if not key.startswith(GATE)})
+        cache = self._cache(task, workbench, data, ("s2", k, digest))
+        positions = P.positions(data.train, parts) if parts is not None else 0
+        passes = self._passes(model, blocks, parts, train=True)
+        key = f"fedms-s2-{self.algo.experts}-{self.algo.gate}-{len(blocks)}-cut{k if parts else 0}"
+        flops_compute, flops_step = P.flop_models(workbench, key, passes.frozen, passes.loss)
         fit = workbench.fit(
             data.train,
             train,
             gen,
             seed,
             groups=groups,
-            flops_model=self._flop_model(workbench, blocks),
-            step_loss=lambda batch: self._step_loss(model, batch.input_ids, batch.attention_mask, batch.labels, blocks),
+            flops_model=flops_step,
+            step_loss=lambda b: passes.loss(cache.lookup(model, b, passes.frozen, flops_compute, positions), b),
         )
         for p in [*model.local_head.parameters(), *model.gate.parameters()]:
             p.requires_grad = False
@@ -288,19 +304,10 @@ class FedMS(FedAvg):
             task.round,
             up,
             len(data.train),
-            fit.flops,
-            {"train_loss": fit.loss, "blocks": len(blocks)},
+            fit.flops + cache.take_flops(),
+            {"train_loss": fit.loss, "blocks": len(blocks), "cache_mb": cache.nbytes / 2**20 if cache.enabled else 0.0},
             private=private,
         )
-
-    def _flop_model(self, workbench, blocks: set[int]) -> FlopModel:
-        model = workbench.model
-
-        def step(ids, mask):
-            self._step_loss(model, ids, mask, torch.zeros(len(ids), dtype=torch.long), blocks).backward()
-
-        key = f"fedms-s2-{self.algo.experts}-{self.algo.gate}-{len(blocks)}"
-        return workbench.flop_model(train=True, key=key, step=step)
 
     # -- the models a run ends with ---------------------------------------------------------
     def load_state(self, workbench, state: Tensors) -> None:
@@ -317,7 +324,7 @@ class FedMS(FedAvg):
             return super().model_for(workbench, state)
         _prepare(workbench, self.cfg)
         self._load_stage2(workbench, state, private)
-        return Mixture(self, workbench.model, self._blocks_of(private))
+        return Mixture(self._passes(workbench.model, self._blocks_of(private)))
 
     @torch.no_grad()
     def expert_breakdown(
@@ -347,13 +354,14 @@ class FedMS(FedAvg):
 
     def _breakdown(self, state: Tensors, workbench, data, private: Tensors) -> dict[str, float]:
         model, blocks = workbench.model, self._blocks_of(private)
+        passes = self._passes(model, blocks)
         self._load_stage2(workbench, state, private)
         model.eval()
         hits = {"global": 0, "local": 0, "mixture": 0}
         w_local = 0.0
         for batch in data.batches(128):
             batch = batch.to(workbench.device)
-            w, p_global, local_logits = self._parts(model, batch.input_ids, batch.attention_mask, blocks, grad=False)
+            w, p_global, local_logits = passes.evaluate(batch.input_ids, batch.attention_mask)
             mix = w[:, :1] * p_global + w[:, 1:] * torch.softmax(local_logits, -1)
             for name, p in (("global", p_global), ("local", local_logits), ("mixture", mix)):
                 hits[name] += int((p.argmax(-1) == batch.labels).sum())

@@ -19,9 +19,11 @@ class Batch:
     input_ids: torch.Tensor  # [B, L] long token ids, or [B, F] float features (mask [B, 1])
     attention_mask: torch.Tensor  # [B, L] long
     labels: torch.Tensor  # [B] long
+    # each row's position in the Encoded it came from (what a per-example cache is keyed by)
+    index: np.ndarray | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device), self.index)
 
 
 @dataclass
@@ -42,18 +44,19 @@ class Encoded:
         return np.array([len(x) for x in self.ids], dtype=int)
 
     def collate(self, index: Sequence[int] | np.ndarray) -> Batch:
+        index = np.asarray(index, dtype=int)
         rows = [self.ids[i] for i in index]
-        labels = torch.as_tensor(self.labels[np.asarray(index, dtype=int)], dtype=torch.long)
+        labels = torch.as_tensor(self.labels[index], dtype=torch.long)
         if rows[0].dtype.kind == "f":  # fixed-size features (images, audio: data/media.py)
             feats = torch.from_numpy(np.stack(rows).astype(np.float32))
-            return Batch(feats, torch.ones(len(rows), 1, dtype=torch.long), labels)
+            return Batch(feats, torch.ones(len(rows), 1, dtype=torch.long), labels, index)
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
         for k, r in enumerate(rows):
             ids[k, : len(r)] = r
             mask[k, : len(r)] = 1
-        return Batch(torch.from_numpy(ids), torch.from_numpy(mask), labels)
+        return Batch(torch.from_numpy(ids), torch.from_numpy(mask), labels, index)
 
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = False

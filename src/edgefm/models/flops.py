@@ -79,6 +79,12 @@ class FlopModel:
         vander = np.vander(np.array(PROBE_LENGTHS, dtype=float), 3, increasing=True)
         self.coef = np.linalg.solve(vander, np.array(counts, dtype=float))
 
+    def __sub__(self, other: FlopModel) -> FlopModel:
+        """The FLOPs of a step less those of a part of it (both exact quadratics: so is this)."""
+        out = object.__new__(FlopModel)
+        out.coef = self.coef - other.coef
+        return out
+
     def per_example(self, seq_len: int) -> float:
         c0, c1, c2 = self.coef
         return float(c0 + c1 * seq_len + c2 * seq_len * seq_len)

@@ -69,13 +69,16 @@ class _EncoderEdge(nn.Module):
         self.config = classifier.encoder.config
         self.dropout, self.head = classifier.dropout, classifier.head
 
-    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def features(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled feature the head reads."""
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=h, attention_mask=attention_mask)
         for block in self.blocks:
             h = block(h, mask)
         w = attention_mask.unsqueeze(-1).to(h.dtype)  # the classifier's masked mean pooling
-        pooled = (h * w).sum(1) / w.sum(1).clamp_min(1.0)
-        return self.head(self.dropout(pooled))
+        return (h * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(h, attention_mask)))
 
 
 # ----------------------------------------------------------------------------- images and audio
@@ -106,9 +109,12 @@ class _MediaEdge(nn.Module):
         self.cut = cut
         self.dropout, self.head = classifier.dropout, classifier.head
 
+    def features(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled feature the head reads."""
+        return self._encoder.head_input(self._encoder.run_blocks(h, self.cut))[:, 0]
+
     def forward(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooled = self._encoder.head_input(self._encoder.run_blocks(h, self.cut))[:, 0]
-        return self.head(self.dropout(pooled))
+        return self.head(self.dropout(self.features(h, attention_mask)))
 
 
 # ----------------------------------------------------------------------------- decoders
