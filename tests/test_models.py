@@ -124,3 +124,16 @@ def test_bf16_precision_trains_under_autocast_with_float32_weights(tiny_scenario
 def test_precision_is_checked():
     with pytest.raises(config.ConfigError, match="train.precision"):
         config.load(None, ["train.precision=fp16"])
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
+    from edgefm.models import workbench as W
+
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, want in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert W.resolve_precision(cpu, "auto") == want
+        assert isinstance(W.autocast(cpu, "auto"), torch.autocast) == (want == "bf16")
+    assert W.resolve_precision(cpu, "fp32") == "fp32" and W.resolve_precision(cpu, "bf16") == "bf16"
+    assert config.load(None, ["train.precision=auto"]).train.precision == "auto"

@@ -125,7 +125,9 @@ def demo(
 ) -> None:
     """Federated LoRA fine-tuning of MiniLM on SST-2 over 10 heterogeneous devices (configs/demo.yaml)."""
     try:
-        _run(None, overrides(set_, extra), out, None, "demo")
+        from edgefm.config import DEMO
+
+        _run(None, [*DEMO, *overrides(set_, extra)], out, None, "demo")
     except EdgefmError as exc:
         fail(str(exc))
 

@@ -34,14 +34,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 natively (not emulated, which is slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private: absent means no
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return False
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``fp32`` or ``bf16``: ``auto`` becomes bf16 where ``device`` runs it natively."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise EdgefmError(f"train.precision: {precision!r}; expected 'fp32', 'bf16' or 'auto'")
+    return precision
+
+
 def autocast(device: torch.device, precision: str):
     """The forward pass's precision: bf16 runs it under torch.autocast (matmuls in bfloat16,
-    weights, gradients, optimizer state and the loss's reduction in float32); fp32 as it is."""
-    if precision == "fp32":
+    weights, gradients, optimizer state and the loss's reduction in float32); fp32 as it is;
+    auto: :func:`resolve_precision`."""
+    if resolve_precision(device, precision) == "fp32":
         return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise EdgefmError(f"train.precision: {precision!r}; expected 'fp32' or 'bf16'")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 @dataclass
