@@ -26,30 +26,42 @@ from edgefm import config
 from edgefm.fl.aggregate import nbytes
 from edgefm.fl.scenario import build
 from edgefm.fl.simulation import Engine
-n, per_client, algo = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+n, per_client, algo, private_mb = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 cfg = config.load(None, [f"clients={n}", "rounds=1", f"data.max_train={n * per_client}", "data.max_test=100",
-                         "partition.name=iid", "partition.local_test_fraction=0.2", f"algorithm.name={algo}"])
+                         "partition.name=iid", "partition.local_test_fraction=0.2", f"algorithm.name={algo}",
+                         f"private_memory_mb={private_mb}"])
 sc = build(cfg)
-out = Engine(sc).run()
+engine = Engine(sc)
+out = engine.run()
 private = [nbytes(p) for p in out["private"].values()]
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "train_examples": sum(len(c.train) for c in sc.clients),
                   "private_states": len(private),
+                  "private_on_disk": engine.transport.private.on_disk,
                   "private_kb_per_client": (sum(private) / len(private) / 1024) if private else 0.0}))
 """
+
+SETTINGS = {  # name -> (algorithm, private_memory_mb)
+    "fedavg": ("fedavg", 1024.0),
+    "local": ("local", 1024.0),  # every private state in memory
+    "local, private on disk": ("local", 0.0),  # every private state in its own file
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--counts", default="1,10,100,1000")
     ap.add_argument("--per-client", type=int, default=20, help="examples per client (80%% train, 20%% local test)")
+    ap.add_argument("--settings", default=",".join(SETTINGS))
     args = ap.parse_args()
     rows = []
-    for algo in ("fedavg", "local"):
+    for name, (algo, private_mb) in SETTINGS.items():
+        if name not in args.settings.split(","):
+            continue
         base = None
         for n in [int(x) for x in args.counts.split(",")]:
             res = subprocess.run(
-                [sys.executable, "-c", CHILD, str(n), str(args.per_client), algo],
+                [sys.executable, "-c", CHILD, str(n), str(args.per_client), algo, str(private_mb)],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -59,12 +71,13 @@ def main() -> None:
             base = base or got["peak_rss_mb"]
             rows.append(
                 {
-                    "algorithm": algo,
+                    "setting": name,
                     "clients": n,
                     "train_examples": got["train_examples"],
                     "peak_rss_mb": got["peak_rss_mb"],
                     "ratio_to_1": got["peak_rss_mb"] / base,
                     "private_states": got["private_states"],
+                    "private_on_disk": got["private_on_disk"],
                     "private_kb_per_client": got["private_kb_per_client"],
                 }
             )

@@ -224,15 +224,16 @@ def test_out_paths_blocked_by_a_file_and_corrupt_run_files(tmp_path):
     assert bad.exit_code == 2 and "--limit: -5" in bad.output
 
 
-def test_demo_is_the_defaults_with_native_bf16(tmp_path, tiny_overrides):
-    """`edgefm demo` runs the built-in defaults with train.precision=auto (what a user's overrides
-    can still change), and records it in the run's config."""
+def test_demo_is_the_defaults_with_native_bf16_and_no_backbone_dropout(tmp_path, tiny_overrides):
+    """`edgefm demo` runs the built-in defaults with train.precision=auto and no dropout in the
+    frozen backbone (what a user's overrides can still change), and records it in the run's config."""
     import yaml
 
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", "--out", str(out), "--set", *tiny_overrides, "rounds=1"])
     assert result.exit_code == 0, result.output
-    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["precision"] == "auto"
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["train"]["precision"] == "auto" and written["model"]["backbone_dropout"] == 0.0
     out = tmp_path / "demo32"
     result = runner.invoke(
         app, ["demo", "--out", str(out), "--set", *tiny_overrides, "rounds=1", "train.precision=fp32"]

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_defaults_are_the_demo_and_configs_load():
     assert config.load(ROOT / "configs" / "demo.yaml") == config.load(None, list(config.DEMO))
-    assert config.load(None).train.precision == "fp32" and config.DEMO == ("train.precision=auto",)
+    assert config.load(None).train.precision == "fp32" and config.DEMO[0] == "train.precision=auto"
     from edgefm.fl import tenants
 
     for path in sorted((ROOT / "configs").glob("*.yaml")):

@@ -134,6 +134,21 @@ def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
         assert W.resolve_precision(cpu, "auto") == want
-        assert isinstance(W.autocast(cpu, "auto"), torch.autocast) == (want == "bf16")
+        ctx = W.autocast(cpu, "auto")
+        with ctx:
+            assert torch.is_autocast_enabled("cpu") == (want == "bf16")
     assert W.resolve_precision(cpu, "fp32") == "fp32" and W.resolve_precision(cpu, "bf16") == "bf16"
     assert config.load(None, ["train.precision=auto"]).train.precision == "auto"
+
+
+def test_backbone_dropout_sets_every_dropout_in_the_backbone(tiny_overrides):
+    from edgefm.fl.scenario import build
+
+    def ps(extra):
+        enc = build(config.load(None, [*tiny_overrides, *extra])).workbench.model.encoder
+        return {m.p for m in enc.modules() if isinstance(m, torch.nn.Dropout)}, enc.config.hidden_dropout_prob
+
+    assert ps([]) == ({0.1}, 0.1)  # the pretrained config's own
+    assert ps(["model.backbone_dropout=0.0"]) == ({0.0}, 0.0)
+    with pytest.raises(config.ConfigError, match="model.backbone_dropout"):
+        config.load(None, ["model.backbone_dropout=1.0"])

@@ -125,3 +125,12 @@ def test_a_reused_cache_gives_the_same_update_for_fewer_flops():
     # the first charged the frozen block once per example (2 epochs of training, one of it)
     frozen = up.flops - again.flops
     assert 0 < frozen < 0.5 * again.flops
+
+
+def test_the_process_holds_at_most_prefix_cache_mb_of_caches():
+    # the three clients' caches take 0.056, 0.094 and 0.084 MB here: room for the first alone
+    _, out = run("rounds=2", "train.prefix_cache_mb=0.1")
+    held = [r["client_cache_mb"] for r in out["ledger"].clients if r["round"] == 2]
+    assert held[0] > 0 and held[1:] == [0, 0]
+    _, off = run("rounds=2", "train.prefix_cache=false")
+    assert client_flops(off, 2) > client_flops(out, 2) > 0

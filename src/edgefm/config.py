@@ -107,9 +107,15 @@ class ModelConfig:
     # qwen3_moe only: > 0 builds a MoE of this many experts, each as wide as a dense qwen3's whole
     # MLP (the layout DeepFusion assembles); 0: the family's own fine-grained experts
     experts: int = 0
+    # classify: the dropout probability inside the backbone (hidden states and attention); null
+    # keeps the pretrained model's own (0.1 for MiniLM). Dropout's random masks cost about a third
+    # of a CPU training step (benchmarks/results/precision_profile.md)
+    backbone_dropout: float | None = None
 
     def __post_init__(self) -> None:
         check_range("model.experts", self.experts, lo=0)
+        if self.backbone_dropout is not None:
+            check_range("model.backbone_dropout", self.backbone_dropout, lo=0.0, hi=1.0, open_hi=True)
         if self.name == "path" and not self.path:
             raise ConfigError("model.path: required when model.name=path; expected a local model folder")
         if self.path and "path" not in (self.name, *self.families):
@@ -136,6 +142,9 @@ class TrainConfig:
     # keep frozen passes' per-example outputs on the device (the blocks below the lowest trained
     # one, FedMS's frozen experts) and reuse them across epochs and rounds (models/prefix.py)
     prefix_cache: bool = True
+    # what the simulating process holds of all clients' caches; a client whose cache would not fit
+    # recomputes (and is charged for it) like a device without the memory
+    prefix_cache_mb: float = 2048.0
 
     def __post_init__(self) -> None:
         check_range("train.epochs", self.epochs, lo=1)
@@ -145,6 +154,7 @@ class TrainConfig:
         check_range("train.weight_decay", self.weight_decay, lo=0.0)
         if self.max_steps is not None:
             check_range("train.max_steps", self.max_steps, lo=1)
+        check_range("train.prefix_cache_mb", self.prefix_cache_mb, lo=0.0)
 
 
 @dataclass(frozen=True)
@@ -234,6 +244,9 @@ class RunConfig:
     eval_every: int = 1  # evaluate the global model every k rounds (and always at the last)
     # an update claiming more training examples is rejected (a huge count would dominate the mean)
     max_examples: int = 10_000_000
+    # clients' private state (local models, experts, heads) the in-process engine holds in memory;
+    # beyond it, one file per client in a temporary folder (fl/private.py)
+    private_memory_mb: float = 1024.0
     data: DataConfig = field(default_factory=DataConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -249,6 +262,7 @@ class RunConfig:
         check_range("fraction", self.fraction, lo=0.0, hi=1.0, open_lo=True)
         check_range("eval_every", self.eval_every, lo=1)
         check_range("max_examples", self.max_examples, lo=1)
+        check_range("private_memory_mb", self.private_memory_mb, lo=0.0)
         if self.task not in type(self.algorithm).tasks:
             raise ConfigError(
                 f"task: algorithm {self.algorithm.name!r} does not train {self.task!r}; expected one of "
@@ -303,9 +317,10 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 # `edgefm demo` (and configs/demo.yaml): the built-in defaults, with bfloat16 where the hardware
-# runs it natively (about 1.8x faster on AVX-512 BF16 CPUs; benchmarks/results/precision.md).
-# The library's default stays fp32: the same numbers on every machine.
-DEMO = ("train.precision=auto",)
+# runs it natively and no dropout inside the frozen backbone (its random masks cost a third of a
+# CPU step): benchmarks/results/precision.md measures both, speed and accuracy. The library's
+# defaults stay fp32 (the same numbers on every machine) and the pretrained model's dropout.
+DEMO = ("train.precision=auto", "model.backbone_dropout=0.0")
 
 
 def loads(text: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

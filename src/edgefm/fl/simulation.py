@@ -22,6 +22,7 @@ import numpy as np
 from edgefm import EdgefmError
 from edgefm.fl import checkpoint
 from edgefm.fl.ledger import Ledger
+from edgefm.fl.private import PrivateStore
 from edgefm.fl.scenario import Scenario
 from edgefm.fl.strategy import ClientEval, ClientTask, ClientUpdate, Tensors, combine_metrics, seed_for
 
@@ -63,11 +64,12 @@ class Reply:
 
 class InProcess:
     """The in-process transport: clients take turns on the shared workbench, in this process.
-    Their private state (local experts, personalized heads) is held here, per client."""
+    Their private state (local experts, personalized heads) is held here, per client: in memory
+    up to ``private_memory_mb``, on disk beyond it (``fl/private.py``)."""
 
     def __init__(self, scenario: Scenario):
         self.sc = scenario
-        self.private: dict[int, Tensors] = {}
+        self.private = PrivateStore(scenario.cfg.private_memory_mb * 2**20)
 
     def train(self, rnd: int, tasks: dict[int, ClientTask]) -> list[Reply]:
         sc, replies = self.sc, []
@@ -77,8 +79,8 @@ class InProcess:
             except Exception as exc:  # a failing device must not stop the round
                 replies.append(Reply(cid, None, f"{type(exc).__name__}: {exc}"))
                 continue
-            if update.private is not None:
-                self.private[cid] = update.private
+            if update.private is not None:  # kept by the store alone (it may go to disk), not the reply
+                self.private[cid], update.private = update.private, None
             replies.append(Reply(cid, update))
         return replies
 
@@ -98,7 +100,7 @@ class InProcess:
                 f"clients {saved.private_on_nodes[:5]} kept private state on the Flower nodes of the interrupted "
                 "run; it is gone, so this run cannot be resumed"
             )
-        self.private = saved.private
+        self.private = PrivateStore(self.sc.cfg.private_memory_mb * 2**20, saved.private)
 
 
 class Engine:

@@ -132,7 +132,9 @@ class PrefixCache:
 
 class PrefixCaches:
     """A strategy's caches, one per client: a new ``key`` replaces that client's old cache (so
-    a device holds one at a time)."""
+    a device holds one at a time). All of them live in the simulating process, which holds at
+    most ``train.prefix_cache_mb`` in all: a client whose cache would not fit beside the others
+    recomputes, as a device without the memory would."""
 
     def __init__(self) -> None:
         self.by_client: dict[int, PrefixCache] = {}
@@ -145,7 +147,10 @@ class PrefixCaches:
         count starts at zero."""
         cache = self.by_client.get(client)
         if cache is None or cache.key != key or cache.size != len(data):
+            self.by_client.pop(client, None)
             budget = memory - training_bytes(model, train.batch_size, int(data.lengths.max(initial=1)))
+            room = train.prefix_cache_mb * 2**20 - sum(c.nbytes for c in self.by_client.values())
+            budget = min(budget, room)
             cache = self.by_client[client] = PrefixCache(key, len(data), budget, train.prefix_cache)
         cache.flops = 0.0
         return cache

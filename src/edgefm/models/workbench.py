@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from edgefm import EdgefmError
 from edgefm.config import TrainConfig
@@ -59,7 +60,13 @@ def autocast(device: torch.device, precision: str):
     auto: :func:`resolve_precision`."""
     if resolve_precision(device, precision) == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(device_type=device.type, dtype=torch.bfloat16))
+    if device.type == "cpu":
+        # torch's fused CPU attention trains ~15x slower backward in bfloat16 than the plain
+        # math path (benchmarks/results/precision.md); the math path computes the same function
+        stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+    return stack
 
 
 @dataclass

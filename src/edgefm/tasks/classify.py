@@ -23,6 +23,17 @@ from edgefm.models.workbench import accuracy
 from edgefm.tasks.base import Task
 
 
+def set_dropout(module: nn.Module, p: float) -> None:
+    """Every dropout inside ``module`` (BERT's hidden and attention dropout: its attention reads
+    its dropout module's ``p``) at probability ``p``."""
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+        if hasattr(module.config, key):  # what a saved copy of the model says
+            setattr(module.config, key, p)
+
+
 class Classify(Task):
     name = "classify"
     headline = "accuracy"
@@ -52,6 +63,8 @@ class Classify(Task):
 
     def build(self, cfg: RunConfig, arch: str, tokenizer, bundle: DataBundle) -> nn.Module:
         backbone = self._backbone
+        if cfg.model.backbone_dropout is not None:
+            set_dropout(backbone.encoder, cfg.model.backbone_dropout)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = TextClassifier(backbone.encoder, backbone.hidden_size, bundle.num_labels)
