@@ -55,7 +55,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     cols = list(rows[0])
 
     def fmt(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+        return f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v)
 
     return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + [
         "| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows

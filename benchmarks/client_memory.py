@@ -4,7 +4,7 @@ hold the same number of examples (so the data grows with the clients, as in a re
 whether per-client state stays small (the memory rule: one shared backbone, per-client adapters
 and head only). Also reported: the bytes of private state each client keeps.
 
-    python -m benchmarks.client_memory [--counts 1,10,100,1000] [--per-client 20]
+    python -m benchmarks.client_memory [--counts 1,10,100,1000] [--per-client 32] [--settings "fedavg;local"]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-from benchmarks._common import write
+from benchmarks._common import RESULTS, write
 
 CHILD = """
 import json, os, resource, sys
@@ -26,42 +26,52 @@ from edgefm import config
 from edgefm.fl.aggregate import nbytes
 from edgefm.fl.scenario import build
 from edgefm.fl.simulation import Engine
-n, per_client, algo, private_mb = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+import time
+n, per_client, algo, private_mb, trim = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), sys.argv[5]
 cfg = config.load(None, [f"clients={n}", "rounds=1", f"data.max_train={n * per_client}", "data.max_test=100",
                          "partition.name=iid", "partition.local_test_fraction=0.2", f"algorithm.name={algo}",
-                         f"private_memory_mb={private_mb}"])
+                         f"private_memory_mb={private_mb}", f"trim_memory={trim}"])
 sc = build(cfg)
 engine = Engine(sc)
+start = time.perf_counter()
 out = engine.run()
+run_s = time.perf_counter() - start
 private = [nbytes(p) for p in out["private"].values()]
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"run_s": run_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "train_examples": sum(len(c.train) for c in sc.clients),
                   "private_states": len(private),
                   "private_on_disk": engine.transport.private.on_disk,
                   "private_kb_per_client": (sum(private) / len(private) / 1024) if private else 0.0}))
 """
 
-SETTINGS = {  # name -> (algorithm, private_memory_mb)
-    "fedavg": ("fedavg", 1024.0),
-    "local": ("local", 1024.0),  # every private state in memory
-    "local, private on disk": ("local", 0.0),  # every private state in its own file
+SETTINGS = {  # name -> (algorithm, private_memory_mb, trim_memory)
+    "fedavg": ("fedavg", 1024.0, False),
+    "local": ("local", 1024.0, False),  # every private state in memory
+    "local (private on disk)": ("local", 0.0, False),  # every private state in its own file
+    "local (private on disk, heap trimmed)": ("local", 0.0, True),  # and freed heap returned after each client
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--counts", default="1,10,100,1000")
-    ap.add_argument("--per-client", type=int, default=20, help="examples per client (80%% train, 20%% local test)")
-    ap.add_argument("--settings", default=",".join(SETTINGS))
+    ap.add_argument("--per-client", type=int, default=32, help="examples per client (80%% train, 20%% local test)")
+    ap.add_argument("--settings", default=";".join(SETTINGS), help="names joined by ';'")
     args = ap.parse_args()
-    rows = []
-    for name, (algo, private_mb) in SETTINGS.items():
-        if name not in args.settings.split(","):
+    chosen = args.settings.split(";")
+    unknown = [c for c in chosen if c not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"--settings: unknown {unknown}; expected names from {list(SETTINGS)} joined by ';'")
+    # settings not rerun keep their rows from the last results (same columns; run_s only where measured)
+    old = RESULTS / "client_memory.json"
+    rows = [r for r in json.loads(old.read_text())["rows"] if r["setting"] not in chosen] if old.exists() else []
+    for name, (algo, private_mb, trim) in SETTINGS.items():
+        if name not in chosen:
             continue
         base = None
         for n in [int(x) for x in args.counts.split(",")]:
             res = subprocess.run(
-                [sys.executable, "-c", CHILD, str(n), str(args.per_client), algo, str(private_mb)],
+                [sys.executable, "-c", CHILD, str(n), str(args.per_client), algo, str(private_mb), str(trim)],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -79,8 +89,11 @@ def main() -> None:
                     "private_states": got["private_states"],
                     "private_on_disk": got["private_on_disk"],
                     "private_kb_per_client": got["private_kb_per_client"],
+                    "run_s": got["run_s"],
                 }
             )
+    for r in rows:
+        r.setdefault("run_s", None)
     path = write(
         "client_memory",
         "Peak memory of simulated clients (MiniLM + LoRA), the same examples per client",

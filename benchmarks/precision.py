@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -27,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._common import write  # noqa: E402
+from benchmarks._common import RESULTS, write  # noqa: E402
 from edgefm import api  # noqa: E402
 from edgefm.config import DEMO  # noqa: E402
 from edgefm.models.workbench import resolve_precision  # noqa: E402
@@ -83,10 +84,10 @@ def profile(name: str, overrides: list[str], seed: int = 0) -> dict:
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         s.client_update(tasks[cid], wb, sc.clients[cid], None)
     wall = time.perf_counter() - start
-    shares = dict.fromkeys([name for name, _ in CATEGORIES] + ["other ops"], 0.0)
+    shares = dict.fromkeys([kind for kind, _ in CATEGORIES] + ["other ops"], 0.0)
     for ev in prof.key_averages():
-        name = ev.key.lower()
-        kind = next((k for k, frags in CATEGORIES if any(f in name for f in frags)), "other ops")
+        op = ev.key.lower()
+        kind = next((k for k, frags in CATEGORIES if any(f in op for f in frags)), "other ops")
         shares[kind] += ev.self_cpu_time_total / 1e6
     ops = sum(shares.values())
     out = {f"share_{k.replace(' ', '_').replace('+', 'and')}": v / wall for k, v in shares.items()}
@@ -124,7 +125,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--render", action="store_true", help="rewrite the reports from the saved JSON, run nothing")
     args = ap.parse_args()
+    if args.render:
+        return render()
     if resolve_precision(torch.device("cpu"), "auto") != "bf16":
         raise SystemExit("this CPU has no native bfloat16: the demo variant would run fp32")
     peak = {name: matmul_flops(args.size, dt) for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
@@ -135,6 +139,27 @@ def main() -> None:
             row["mfu"] = row["flops_per_s"] / peak[row["precision"]]
             runs.append(row)
             print(row, flush=True)
+    prof = [profile(v, VARIANTS[v]) for v in VARIANTS]
+    for p in prof:
+        print(p, flush=True)
+    report(runs, prof, peak, args.seeds, args.size)
+
+
+def render() -> None:
+    """Rebuild the reports from precision.json and precision_profile.json (text changes, no rerun)."""
+    saved = json.loads((RESULTS / "precision.json").read_text())
+    runs = [{**r, "train_flops": r["train_gflop"] * 1e9, "flops_per_s": r["gflops_per_s"] * 1e9} for r in saved["rows"]]
+    runs = [
+        {k: v for k, v in r.items() if k not in ("train_gflop", "gflops_per_s", "mfu")} | {"mfu": r["mfu"]}
+        for r in runs
+    ]
+    peak = {k: v * 1e9 for k, v in saved["meta"]["peak_gflops"].items()}
+    prof = json.loads((RESULTS / "precision_profile.json").read_text())["rows"]
+    report(runs, prof, peak, saved["meta"]["seeds"], saved["meta"]["size"])
+
+
+def report(runs: list[dict], prof: list[dict], peak: dict[str, float], seeds: list[int], size: int) -> None:
+    """Write precision.{json,md} and precision_profile.{json,md} from the measured runs and profiles."""
     by = {v: [r for r in runs if r["variant"] == v] for v in VARIANTS}
     base = by["main (fp32)"]
 
@@ -153,9 +178,9 @@ def main() -> None:
         **{f"achieved_gflops_{v}": float(np.mean([r["flops_per_s"] for r in by[v]])) / 1e9 for v in VARIANTS},
     }
     notes = (
-        f"Sustained matmul ({args.size} x {args.size}, {torch.get_num_threads()} threads): "
+        f"Sustained matmul ({size} x {size}, {torch.get_num_threads()} threads): "
         f"**{summary['peak_fp32_gflops']:.0f} GFLOP/s float32**, **{summary['peak_bf16_gflops']:.0f} GFLOP/s "
-        f"bfloat16**. Against the demo as main ran it (fp32, the backbone's dropout), same seeds {args.seeds}, "
+        f"bfloat16**. Against the demo as main ran it (fp32, the backbone's dropout), same seeds {seeds}, "
         f"side by side: bf16 alone makes the whole run **{summary['speedup_bf16']:.2f}x** faster "
         f"({summary['accuracy_delta_points_bf16']:+.2f} points of final accuracy); the demo as it runs now (native "
         f"bf16, no dropout in the frozen backbone) **{summary['speedup_demo']:.2f}x** "
@@ -165,9 +190,6 @@ def main() -> None:
         f"{summary['achieved_gflops_bf16']:.0f} bf16, {summary['achieved_gflops_demo']:.0f} demo; `mfu` divides by "
         "the matmul peak of the run's precision."
     )
-    prof = [profile(v, VARIANTS[v]) for v in VARIANTS]
-    for p in prof:
-        print(p, flush=True)
     notes += (
         " Where a round goes (seed 0, one round of the 10 clients' training, then the evaluation, in this process): "
         + "; ".join(
@@ -186,8 +208,12 @@ def main() -> None:
         "third of a bf16 step, and with dropout off torch's fused CPU attention ran its bfloat16 backward ~15x "
         "slower than the math path, which bf16 training on CPU now uses. Regenerate: `python -m benchmarks.precision`."
     )
-    rows = [{**r, "train_gflop": r.pop("train_flops") / 1e9, "gflops_per_s": r.pop("flops_per_s") / 1e9} for r in runs]
-    meta = {"variants": VARIANTS, "seeds": args.seeds, "size": args.size}
+    keep = [k for k in runs[0] if k not in ("train_flops", "flops_per_s")]
+    rows = [
+        {**{k: r[k] for k in keep}, "train_gflop": r["train_flops"] / 1e9, "gflops_per_s": r["flops_per_s"] / 1e9}
+        for r in runs
+    ]
+    meta = {"variants": VARIANTS, "seeds": seeds, "size": size, "peak_gflops": {k: v / 1e9 for k, v in peak.items()}}
     write("precision_profile", "Where a round of the demo goes", prof, {"variants": VARIANTS, "seed": 0})
     write("precision", "Precision: the machine's FLOP limit and what training reaches of it", rows, meta, notes)
 

@@ -247,6 +247,10 @@ class RunConfig:
     # clients' private state (local models, experts, heads) the in-process engine holds in memory;
     # beyond it, one file per client in a temporary folder (fl/private.py)
     private_memory_mb: float = 1024.0
+    # after each client trains or is evaluated, the in-process engine hands the heap it freed back
+    # to the OS (glibc malloc_trim, fl/heap.py): peak memory of 1,000 clients stays near one
+    # client's, at the price of faulting pages in again (benchmarks/results/client_memory.md)
+    trim_memory: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

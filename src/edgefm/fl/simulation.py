@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgefm import EdgefmError
-from edgefm.fl import checkpoint
+from edgefm.fl import checkpoint, heap
 from edgefm.fl.ledger import Ledger
 from edgefm.fl.private import PrivateStore
 from edgefm.fl.scenario import Scenario
@@ -82,14 +82,19 @@ class InProcess:
             if update.private is not None:  # kept by the store alone (it may go to disk), not the reply
                 self.private[cid], update.private = update.private, None
             replies.append(Reply(cid, update))
+            self._release()
         return replies
 
+    def _release(self) -> None:
+        if self.sc.cfg.trim_memory:
+            heap.trim()
+
     def evaluate_clients(self, rnd: int, state: Tensors) -> list[ClientEval]:
-        sc = self.sc
-        return [
-            sc.strategy.evaluate_client(state, sc.workbench, c, self.private.get(c.client_id), sc.test)
-            for c in sc.clients
-        ]
+        sc, out = self.sc, []
+        for c in sc.clients:
+            out.append(sc.strategy.evaluate_client(state, sc.workbench, c, self.private.get(c.client_id), sc.test))
+            self._release()
+        return out
 
     def checkpoint_fields(self) -> dict[str, Any]:
         return {"private": self.private}
