@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -152,3 +154,24 @@ def test_backbone_dropout_sets_every_dropout_in_the_backbone(tiny_overrides):
     assert ps(["model.backbone_dropout=0.0"]) == ({0.0}, 0.0)
     with pytest.raises(config.ConfigError, match="model.backbone_dropout"):
         config.load(None, ["model.backbone_dropout=1.0"])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+def test_minilm_weights_are_a_shared_memory_map_of_the_safetensors_file():
+    """Flower's actors each build the model; they share the frozen weights' pages only because
+    transformers maps model.safetensors and the weights stay views of that mapping (never
+    copied, never written). A loader that copies them would give every actor its own 90 MB."""
+    from edgefm.models.backbones import minilm, minilm_path
+
+    backbone = minilm()
+    file = os.path.realpath(minilm_path() / "model.safetensors")
+    maps = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and parts[5] == file:
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                maps.append((lo, hi))
+    params = list(backbone.encoder.parameters())
+    mapped = [p for p in params if any(lo <= p.data_ptr() < hi for lo, hi in maps)]
+    assert maps and len(mapped) == len(params)
