@@ -18,7 +18,7 @@ import sys
 from benchmarks._common import RESULTS, write
 
 CHILD = """
-import json, os, resource, sys
+import json, os, resource, sys, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 torch.set_num_threads(2)
@@ -26,7 +26,6 @@ from edgefm import config
 from edgefm.fl.aggregate import nbytes
 from edgefm.fl.scenario import build
 from edgefm.fl.simulation import Engine
-import time
 n, per_client, algo, private_mb, trim = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), sys.argv[5]
 cfg = config.load(None, [f"clients={n}", "rounds=1", f"data.max_train={n * per_client}", "data.max_test=100",
                          "partition.name=iid", "partition.local_test_fraction=0.2", f"algorithm.name={algo}",
@@ -106,7 +105,7 @@ def report(rows: list[dict], meta: dict) -> None:
         got = {r["clients"]: r for r in rows if r["setting"] == setting}
         return f"{got[1000]['ratio_to_1']:.2f}x" if 1000 in got else "not measured"
 
-    def slower(setting: str) -> str:
+    def minutes(setting: str) -> str:
         got = {r["clients"]: r for r in rows if r["setting"] == setting}
         return f"{got[1000]['run_s'] / 60:.0f} min" if 1000 in got and got[1000]["run_s"] else "not timed"
 
@@ -118,7 +117,7 @@ def report(rows: list[dict], meta: dict) -> None:
         "else one file per client (private_on_disk). The data grows with the clients (per_client examples each; "
         "a few MB at 1,000 clients). At 1,000 clients against 1: FedAvg "
         f"{ratio('fedavg')}, local-only {ratio('local')}, its private states on disk {ratio(disk)}, and with the "
-        f"heap trimmed after each client (trim_memory) {ratio(trimmed)} ({slower(trimmed)} for the round). "
+        f"heap trimmed after each client (trim_memory) {ratio(trimmed)} ({minutes(trimmed)} for the round). "
         "What grew was not live objects (tracemalloc saw a few hundred KB): glibc kept the heap each finished "
         "client freed, and as batch shapes vary from client to client it fragmented, 4-7 MB per client. "
         "Trimming costs time: the next client faults its pages in again (a side-by-side probe, 30 local-only "

@@ -92,7 +92,7 @@ def main() -> None:
     subprocess.run(["rm", "-rf", str(out)], check=True)
     rows = []
     # 1. agreement on the demo scenario (10 clients, 5 rounds)
-    agree = {}
+    agree, agree_date = {}, machine()["date"]
     if args.skip_agreement:
         saved = json.loads((RESULTS / "flower_engine.json").read_text())
         agree = {a["engine"]: a for a in saved["agreement"]}
@@ -115,6 +115,7 @@ def main() -> None:
     for engine in ("inprocess", "flower"):
         d = out / f"small-{engine}"
         secs, peak, pss = run_cli([*common, "--out", str(d), "--set", f"engine={engine}"])
+        s = summary(d)
         rows.append(
             {
                 "engine": engine,
@@ -123,8 +124,8 @@ def main() -> None:
                 "wall_s": secs,
                 "peak_rss_mb": peak,
                 "peak_pss_mb": pss,
-                "final_accuracy": summary(d)["final_accuracy"],
-                "bytes_up": summary(d)["bytes_up"],
+                "final_accuracy": s["final_accuracy"],
+                "bytes_up": s["bytes_up"],
             }
         )
     ratio = rows[1]["wall_s"] / rows[0]["wall_s"]
@@ -137,7 +138,7 @@ def main() -> None:
         "overhead": rows,
         "time_ratio": ratio,
         "pss_ratio": pss_ratio,
-        "agreement_date": agree_date if args.skip_agreement else machine()["date"],
+        "agreement_date": agree_date,
     }
     (RESULTS / "flower_engine.json").write_text(json.dumps(payload, indent=2))
 

@@ -148,10 +148,10 @@ def main() -> None:
 def render() -> None:
     """Rebuild the reports from precision.json and precision_profile.json (text changes, no rerun)."""
     saved = json.loads((RESULTS / "precision.json").read_text())
-    runs = [{**r, "train_flops": r["train_gflop"] * 1e9, "flops_per_s": r["gflops_per_s"] * 1e9} for r in saved["rows"]]
     runs = [
-        {k: v for k, v in r.items() if k not in ("train_gflop", "gflops_per_s", "mfu")} | {"mfu": r["mfu"]}
-        for r in runs
+        {k: v for k, v in r.items() if k not in ("train_gflop", "gflops_per_s")}
+        | {"train_flops": r["train_gflop"] * 1e9, "flops_per_s": r["gflops_per_s"] * 1e9}
+        for r in saved["rows"]
     ]
     peak = {k: v * 1e9 for k, v in saved["meta"]["peak_gflops"].items()}
     prof = json.loads((RESULTS / "precision_profile.json").read_text())["rows"]

@@ -1,5 +1,7 @@
 """Freed heap handed back to the OS between simulated clients (fl/heap.py, ``trim_memory``)."""
 
+import os
+
 import pytest
 
 from edgefm import config
@@ -10,7 +12,7 @@ from edgefm.fl.simulation import Engine
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 @pytest.mark.skipif(not heap.available(), reason="the C library has no malloc_trim (not glibc)")
