@@ -129,7 +129,7 @@ def test_the_cli_trains_a_classifier_and_a_language_model(tmp_path):
 def test_bad_settings_are_one_line_errors(tmp_path):
     for extra, fragment in (
         (["algorithm.cut=2"], "split.cut: 2; expected 1 to 1"),
-        (["engine=flower"], "engine: flower; splitfed runs on the in-process engine"),
+        (["algorithm.cuts=[1,2]", "algorithm.variant=v2"], "algorithm.cuts: per-device cuts need variant v1"),
         (["algorithm.participation=[1.5]"], "algorithm.participation"),
     ):
         out = tmp_path / "run"
@@ -175,3 +175,46 @@ def test_a_round_nobody_takes_part_in_leaves_the_model_unchanged():
     assert [r["accepted"] for r in two["ledger"].rounds] == [1, 0]  # this seed: one device, then nobody
     assert all(r["status"] == "dropped" and "sat out round 2" in r["reason"] for r in two["ledger"].clients[4:])
     assert all(torch.equal(one["state"][k], two["state"][k]) for k in one["state"])
+
+
+def test_a_node_that_keeps_nothing_between_messages_trains_exactly_as_one_process():
+    """On Flower a node may answer every message of a split round in a fresh process: it keeps
+    only its carry (through Flower's records), recomputes the forward pass of the step whose
+    gradient arrives, and ends with the same update as the device that kept its graph."""
+    pytest.importorskip("flwr")
+    from edgefm.fl.flower import _from_record, _to_record
+
+    sc, _ = run(["rounds=1", "model.backbone_dropout=0.1"])  # dropout: the draws must replay too
+    node = build(config.load("configs/tiny.yaml", [*TINY, "rounds=1", "model.backbone_dropout=0.1"]))
+    state = sc.strategy.initial_state(sc.workbench)
+    node.strategy.initial_state(node.workbench)
+    devices = sc.devices
+    tasks = sc.strategy.configure(1, state, devices)
+    node.strategy.configure(1, state, devices)
+    cid = 0
+    whole = sc.strategy.client_update(tasks[cid], sc.workbench, sc.clients[cid], None)
+    carry, down, messages = None, None, 0
+    while True:  # the node on its own workbench; the server's half on sc's
+        step, carry = node.strategy.client_step(tasks[cid], node.workbench, node.clients[cid], None, carry, down)
+        messages += 1
+        if step.update is not None:
+            break
+        carry = _from_record(_to_record(carry))
+        down = _from_record(_to_record(sc.strategy.serve(tasks[cid], sc.workbench, _from_record(_to_record(step.up)))))
+    relayed = sc.strategy.finish(tasks[cid], step.update)
+    assert messages == whole.metrics["steps"] + 1 == 4
+    assert relayed.metrics["train_loss"] == pytest.approx(whole.metrics["train_loss"], rel=1e-6)
+    assert (relayed.extra_bytes_up, relayed.extra_bytes_down) == (whole.extra_bytes_up, whole.extra_bytes_down)
+    assert relayed.flops == whole.flops and relayed.server_flops == whole.server_flops
+    assert all(torch.allclose(relayed.payload[k], whole.payload[k], atol=1e-6) for k in whole.payload)
+    assert any(not torch.equal(whole.payload[k], tasks[cid].payload[k]) for k in whole.payload)  # it trained
+
+
+def test_bfloat16_tensors_cross_flower_records_exactly():
+    pytest.importorskip("flwr")
+    from edgefm.fl.flower import _from_record, _to_record
+
+    t = {"acts": torch.randn(3, 5).bfloat16(), "mask": torch.ones(3, 5, dtype=torch.uint8)}
+    back = _from_record(_to_record(t))
+    assert back["acts"].dtype == torch.bfloat16 and torch.equal(back["acts"], t["acts"])
+    assert torch.equal(back["mask"], t["mask"])

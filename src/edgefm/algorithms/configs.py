@@ -236,9 +236,5 @@ class SplitFedConfig(AlgorithmConfig):
             check_range("algorithm.participation", q, lo=0.0, hi=1.0)
 
     def check(self, run) -> None:
-        if run.engine == "flower":
-            raise ConfigError(
-                "engine: flower; splitfed runs on the in-process engine (split steps over Flower: not yet)"
-            )
         if run.model.families:
             raise ConfigError("model.families: splitfed trains one model architecture; leave model.families empty")

@@ -31,44 +31,33 @@ activations, padding mask and targets up and gradient down (``extra_bytes_*``; t
 the device's FLOPs (``flops``) and the edge's (``server_flops``), both exact (FlopCounter per part);
 and the edge's simulated seconds with its capacity shared by the devices it serves that round
 (``server_s`` = edge FLOPs x devices served / the edge server's FLOP/s), which the device waits
-for. Runs on the in-process engine; on Flower each step would be a message round trip, which is
-not built yet (refused).
+for. Steps run through ``algorithms/splitfed_steps.py`` (the device's and the edge's halves),
+the same objects on both engines: in-process ``client_update`` plays both sides; on Flower the
+ServerApp is the edge server and holds the edge parts, and each split step is a message round
+trip with the node (activations up, the gradient down; ``Strategy.interactive``). V1's devices
+step side by side, V2's one after another (``serial``: they share the one edge part).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from edgefm import EdgefmError
 from edgefm.algorithms.configs import SplitFedConfig
 from edgefm.algorithms.fedavg import FedAvg
-from edgefm.data.encode import Batch
+from edgefm.algorithms.splitfed_steps import DeviceDropped, DeviceSide, EdgeSide
 from edgefm.edge.devices import TIERS, DeviceProfile
 from edgefm.fl import participation
-from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Tensors
-from edgefm.models.split import split, split_step
+from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Step, Tensors
+from edgefm.models.split import split
+
+__all__ = ["DeviceDropped", "SplitFed"]
 
 EDGE = TIERS["edge_server"]
 
 
-class DeviceDropped(EdgefmError):
-    """A device disconnected in the middle of a split step (``algorithm.step_drop``)."""
-
-
-class _Given(torch.nn.Module):
-    """Hands a task's loss outputs already computed (the edge part's), so the loss is the task's own."""
-
-    def __init__(self, out: torch.Tensor):
-        super().__init__()
-        self.out = out
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.out
-
-
 class SplitFed(FedAvg):
     Config = SplitFedConfig
+    interactive = True
 
     def population(self, clients: list[ClientData], devices: list[DeviceProfile], workbench):
         out = super().population(clients, devices, workbench)
@@ -116,8 +105,11 @@ class SplitFed(FedAvg):
             )
             for c in self.prefixes
         }
+        self.edge_start = {c: edge for c, (_, edge) in parts.items()}  # what each device's edge copy starts from
         self.edge_live = dict(parts[self.algo.cut][1] if self.algo.cut in parts else {})  # v2: one edge part
-        self.edge_copies: dict[int, Tensors] = {}  # v1: the edge's part per device
+        self.edge_copies: dict[int, Tensors] = {}  # v1: the edge's part per device, once it finishes
+        self.sessions: dict[int, EdgeSide] = {}  # the edge's half of each device's round under way
+        self.loaded: int | None = None  # whose edge part the server's model holds
         tasks = {}
         for d in devices:
             if declined := self.unfit(d, rnd):  # the whole model's fit (conservative: a device holds part)
@@ -128,8 +120,8 @@ class SplitFed(FedAvg):
                 tasks[d.device_id] = ClientTask(d.device_id, rnd, {}, declined=why)
                 continue
             cut = self.cut_of[d.device_id]
-            payload, edge = parts[cut]
-            config = {"serving": serving, "edge": edge, "cut": cut}
+            config = {"serving": serving, "cut": cut}  # the edge part stays on the server
+            payload = parts[cut][0]
             tasks[d.device_id] = ClientTask(d.device_id, rnd, payload, config, arch=self.fits[d.device_id].arch)
         return tasks
 
@@ -137,86 +129,91 @@ class SplitFed(FedAvg):
         return task.payload
 
     def client_update(self, task: ClientTask, workbench, data: ClientData, private: Tensors | None) -> ClientUpdate:
-        v2 = self.algo.variant == "v2"
+        """In one process: the device's and the edge's halves answer each other in turn."""
+        side, down = self._device(task, workbench, data, None), None
+        self._edge(task, workbench)  # loaded before the device's graph exists (loading writes in place)
+        while (step := side.advance(down)).update is None:
+            down = self.serve(task, workbench, step.up)
+        return self.finish(task, step.update)
+
+    def serial(self) -> bool:
+        return self.algo.variant == "v2"  # one edge part, updated device after device
+
+    def _device(self, task: ClientTask, workbench, data: ClientData, carry: Tensors | None) -> DeviceSide:
         workbench.use(self.archs[0])
-        edge = self.edge_live if v2 else task.config["edge"]
-        workbench.set_state({**edge, **task.payload})
-        cut = task.config["cut"]
-        parts = split(workbench.model, cut)
-        device_flops, edge_flops = self.flop_models(workbench, parts, cut)
-        loss_fn = lambda out, batch: workbench.task.loss(_Given(out), batch)  # noqa: E731
-        sent = {"act": 0, "grad": 0, "side": 0, "edge_flops": 0.0, "steps": 0}
-        drops = np.random.default_rng([self.cfg.seed, 31, task.round, task.client_id])
+        return DeviceSide(self, task, workbench, data.train, split(workbench.model, task.config["cut"]), carry)
 
-        def step(batch: Batch) -> torch.Tensor:  # one split step, and what it sent and cost the edge
-            sent["steps"] += 1
-            if self.algo.step_drop and drops.random() < self.algo.step_drop:
-                # the device vanishes between its activations and the edge's gradient: the step
-                # and the device's round are discarded (the edge parts change only when it finishes)
-                raise DeviceDropped(
-                    f"disconnected in split step {sent['steps']}: its partial step and round discarded "
-                    f"({sent['act']} activation bytes had gone up)"
-                )
-            loss, acts, grad = split_step(parts, batch, loss_fn)
-            sent["act"] += acts.numel() * acts.element_size()
-            sent["grad"] += grad.numel() * grad.element_size()
-            sent["side"] += side_bytes(batch, workbench.task.name)
-            sent["edge_flops"] += edge_flops.batch(*batch.input_ids.shape)
-            return loss
+    def client_step(self, task, workbench, data, private, carry, down) -> tuple[Step, Tensors]:
+        side = self._device(task, workbench, data, carry)
+        step = side.advance(down)
+        return step, ({} if step.update is not None else side.carry())
 
-        fit = workbench.fit(
-            data.train,
-            self.cfg.train,
-            self.client_generator(task.round, task.client_id),
-            self.client_seed(task.round, task.client_id),
-            flops_model=device_flops,
-            backward_step=step,
-        )
-        act_up, grad_down, server_flops = sent["act"], sent["grad"], sent["edge_flops"]
-        state = workbench.get_state()
-        edge_after = {k: v.clone() for k, v in state.items() if not self.on_device(k, cut)}
-        if v2:
-            self.edge_live = edge_after
+    def serve(self, task: ClientTask, workbench, up: Tensors) -> Tensors:
+        return self._edge(task, workbench).answer(up, workbench.task.name)
+
+    def _edge(self, task: ClientTask, workbench) -> EdgeSide:
+        """The edge's half of this device's round, opened at its first step (V1: a fresh edge
+        copy; V2: the edge part as the previous device left it) and loaded into the model."""
+        cid, cut = task.client_id, task.config["cut"]
+        if cid not in self.sessions:
+            workbench.use(self.archs[0])
+            start = self.edge_live if self.algo.variant == "v2" else self.edge_start[cut]
+            self.sessions[cid] = EdgeSide(self, workbench, split(workbench.model, cut), start, cut)
+        session = self.sessions[cid]
+        if self.loaded != cid:  # V1's devices step side by side on Flower: swap edge copies in
+            if self.loaded in self.sessions:
+                self.sessions[self.loaded].save()
+            session.load()
+            self.loaded = cid
+        return session
+
+    def finish(self, task: ClientTask, update: ClientUpdate) -> ClientUpdate:
+        cid = task.client_id
+        session = self.sessions.pop(cid, None)
+        if session is None:  # no step ran (no data): the edge part is as it started
+            start = self.edge_live if self.algo.variant == "v2" else self.edge_start[task.config["cut"]]
+            edge, numbers = dict(start), {"loss": float("nan"), "act": 0, "grad": 0, "side": 0, "flops": 0.0}
+        else:
+            if self.loaded == cid:
+                session.save()
+                self.loaded = None
+            edge = session.values
+            numbers = {
+                "loss": session.loss_sum / max(session.seen, 1),
+                "act": int(session.act),
+                "grad": int(session.grad),
+                "side": int(session.side),
+                "flops": session.flops,
+            }
+        if self.algo.variant == "v2":
+            self.edge_live = edge
         else:  # the edge server's copy for this device, averaged at the end of the round
-            self.edge_copies[task.client_id] = edge_after
-        return ClientUpdate(
-            task.client_id,
-            task.round,
-            {k: v for k, v in state.items() if self.on_device(k, cut)},
-            num_examples=len(data.train),
-            flops=fit.flops,
-            metrics={
-                "train_loss": fit.loss,
-                "steps": fit.steps,
-                "act_bytes_up": act_up,
-                "grad_bytes_down": grad_down,
-                "cut": cut,
-            },
-            private=None,
-            extra_bytes_up=act_up + sent["side"],
-            extra_bytes_down=grad_down,
-            server_flops=server_flops,
-            server_seconds=server_flops * task.config["serving"] / EDGE.flops_per_s,
-        )
+            self.edge_copies[cid] = edge
+        update.metrics.update(train_loss=numbers["loss"], act_bytes_up=numbers["act"], grad_bytes_down=numbers["grad"])
+        update.extra_bytes_up = numbers["act"] + numbers["side"]
+        update.extra_bytes_down = numbers["grad"]
+        update.server_flops = numbers["flops"]
+        update.server_seconds = numbers["flops"] * task.config["serving"] / EDGE.flops_per_s
+        return update
 
-    def flop_models(self, workbench, parts, cut: int):
-        """Exact training FLOPs per batch of each part (FlopCounter, fitted over lengths)."""
-        width = parts.width
+    def device_flops(self, workbench, parts, cut: int):
+        """Exact training FLOPs per batch of the device part (FlopCounter, fitted over lengths)."""
 
-        def device_step(ids, mask):
+        def step(ids, mask):
             acts = parts.device(ids, mask)
             acts.backward(torch.ones_like(acts))
 
-        def edge_step(ids, mask):
+        return workbench.flop_model(train=True, key=f"split{cut}:device", step=step)
+
+    def edge_flops(self, workbench, parts, cut: int):
+        """Exact training FLOPs per batch of the edge part, from activations of the cut's shape."""
+
+        def step(ids, mask):
             positions = parts.positions or ids.shape[1]  # fixed for images and audio
-            acts = torch.zeros(ids.shape[0], positions, width, device=ids.device, requires_grad=True)
+            acts = torch.zeros(ids.shape[0], positions, parts.width, device=ids.device, requires_grad=True)
             parts.edge(acts, mask).float().pow(2).mean().backward()
 
-        key = f"split{cut}"
-        return (
-            workbench.flop_model(train=True, key=key + ":device", step=device_step),
-            workbench.flop_model(train=True, key=key + ":edge", step=edge_step),
-        )
+        return workbench.flop_model(train=True, key=f"split{cut}:edge", step=step)
 
     # -- the server ------------------------------------------------------------------------------
     def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]) -> Tensors:
@@ -239,10 +236,3 @@ class SplitFed(FedAvg):
         else:
             out.update(participation.naive(glob, device, p))
         return out
-
-
-def side_bytes(batch: Batch, task: str) -> int:
-    """What travels up with the activations: the padding mask (a byte a position) and the
-    targets the edge computes the loss with (labels, or the next tokens: int32 ids)."""
-    b, length = batch.attention_mask.shape  # [B, 1] for images and audio
-    return b * length + (b * length * 4 if task == "lm" else b * 8)

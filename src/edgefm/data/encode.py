@@ -66,10 +66,18 @@ class Encoded:
         Unshuffled (evaluation) batches are taken in length order, which cuts padding and so
         time without changing any per-example prediction.
         """
+        for index in self.batch_indices(batch_size, generator, shuffle):
+            yield self.collate(index)
+
+    def batch_indices(
+        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = False
+    ) -> Iterator[np.ndarray]:
+        """The rows of each of :meth:`batches`, without collating them (a split-learning device
+        that keeps no state between messages replays its round's order this way)."""
         n = len(self)
         order = torch.randperm(n, generator=generator).numpy() if shuffle else np.argsort(self.lengths, kind="stable")
         for start in range(0, n, batch_size):
-            yield self.collate(order[start : start + batch_size])
+            yield order[start : start + batch_size]
 
 
 def encode(texts: Sequence[str], labels: Sequence[int], tokenizer, max_length: int) -> Encoded:

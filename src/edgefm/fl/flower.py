@@ -49,12 +49,22 @@ RUN_DIR_KEY = "edgefm-run-dir"
 SET_KEY = "edgefm-set"  # space-separated dotted overrides, as --set takes them
 
 
+BF16 = "bf16:"  # numpy has no bfloat16: such tensors travel as float32 (exact both ways) under this prefix
+
+
 def _to_record(tensors: Tensors) -> ArrayRecord:
-    return ArrayRecord.from_torch_state_dict({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    out = {}
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        out[BF16 + k if v.dtype == torch.bfloat16 else k] = v.float() if v.dtype == torch.bfloat16 else v
+    return ArrayRecord.from_torch_state_dict(out)
 
 
 def _from_record(record: ArrayRecord) -> Tensors:
-    return dict(record.to_torch_state_dict())
+    out = {}
+    for k, v in record.to_torch_state_dict().items():
+        out[k[len(BF16) :] if k.startswith(BF16) else k] = v.bfloat16() if k.startswith(BF16) else v
+    return out
 
 
 def _split_config(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Tensors]]:
@@ -108,12 +118,17 @@ def _train(msg: Message, context: Context) -> Message:
     if cid != _partition(context):
         raise EdgefmError(f"task for client {cid} reached partition {_partition(context)}")
     extra = {k[len("cfg.") :]: _from_record(v) for k, v in msg.content.array_records.items() if k.startswith("cfg.")}
-    fields = (CONFIG_KEY, "client", "round", "threads", "arch")
+    fields = (CONFIG_KEY, "client", "round", "threads", "arch", "step")
     scalars = {k: v for k, v in meta.items() if k not in fields}
     payload = _from_record(msg.content["payload"]) if "payload" in msg.content.array_records else {}
     task = ClientTask(cid, rnd, payload, {**scalars, **extra}, arch=str(meta.get("arch", "")))
     private = _from_record(context.state["private"]) if "private" in context.state.array_records else None
-    update = sc.strategy.client_update(task, sc.workbench, sc.clients[cid], private)
+    if sc.strategy.interactive:  # one message of an exchange (split learning: one split step)
+        update = _exchange_step(msg, context, sc, task, private)
+        if not isinstance(update, ClientUpdate):
+            return msg.create_reply(RecordDict({"up": _to_record(update)}))
+    else:
+        update = sc.strategy.client_update(task, sc.workbench, sc.clients[cid], private)
     if update.private is not None:
         context.state["private"] = _to_record(update.private)
     numbers = {
@@ -127,6 +142,24 @@ def _train(msg: Message, context: Context) -> Message:
     return msg.create_reply(
         RecordDict({"payload": _to_record(update.payload), "update": MetricRecord({**numbers, **metrics})})
     )
+
+
+def _exchange_step(msg: Message, context: Context, sc, task: ClientTask, private) -> ClientUpdate | Tensors:
+    """The node's answer to one message of an exchange: what goes up, or the finished update.
+    Between messages the node keeps only its context's ``carry`` record (a node may answer each
+    message in a fresh process); the first message of a task starts afresh."""
+    first = int(msg.content["task"]["step"]) == 0
+    carry = None if first or "carry" not in context.state.array_records else _from_record(context.state["carry"])
+    if not first and carry is None:
+        raise EdgefmError(f"client {task.client_id}: a step of round {task.round} arrived but no exchange is under way")
+    down = _from_record(msg.content["down"]) if "down" in msg.content.array_records else None
+    step, carry = sc.strategy.client_step(task, sc.workbench, sc.clients[task.client_id], private, carry, down)
+    if step.update is not None:
+        if "carry" in context.state.array_records:
+            del context.state["carry"]
+        return step.update
+    context.state["carry"] = _to_record(carry)
+    return step.up
 
 
 @client_app.evaluate()
@@ -193,60 +226,86 @@ class FlowerTransport:
         """The message to client ``cid``'s node (tests override this seam to inject faults)."""
         return Message(content, dst_node_id=self.node_of[cid], message_type=kind)
 
-    def train(self, rnd: int, tasks: dict[int, ClientTask]) -> list[Reply]:
-        msgs, down = [], {}
-        for cid, task in tasks.items():
-            scalars, arrays = _split_config(task.config)
-            content = RecordDict(
-                {
-                    "task": ConfigRecord(
-                        {
-                            CONFIG_KEY: self.cfg_yaml,
-                            "client": cid,
-                            "round": rnd,
-                            "threads": self.threads,
-                            "arch": task.arch,
-                            **scalars,
-                        }
-                    )
-                }
-            )
-            if task.payload:
-                content["payload"] = _to_record(task.payload)
+    def _task_content(self, rnd: int, cid: int, task: ClientTask, step: int = 0, down: Tensors | None = None):
+        """A training message: the task (its payload with the first message only) and, in an
+        exchange, the step it answers and the server's answer ``down``."""
+        scalars, arrays = _split_config(task.config)
+        meta = {CONFIG_KEY: self.cfg_yaml, "client": cid, "round": rnd, "threads": self.threads, "arch": task.arch}
+        content = RecordDict({"task": ConfigRecord({**meta, "step": step, **scalars})})
+        if task.payload and step == 0:
+            content["payload"] = _to_record(task.payload)
+        if step == 0:
             for k, v in arrays.items():
                 content[f"cfg.{k}"] = _to_record(v)
-            down[cid] = sum(r.count_bytes() for r in content.array_records.values())
-            msgs.append(self._message(cid, rnd, content, MessageType.TRAIN))
-        by_node = {v: k for k, v in self.node_of.items()}
+        if down is not None:
+            content["down"] = _to_record(down)
+        return content
+
+    def train(self, rnd: int, tasks: dict[int, ClientTask]) -> list[Reply]:
+        strategy = self.sc.strategy
+        if not strategy.interactive:
+            return self._train_group(rnd, tasks)
+        # an exchange per client: V1 split learning's devices side by side, V2's one at a time
+        groups = [[cid] for cid in tasks] if strategy.serial() else [list(tasks)]
+        return [r for group in groups for r in self._train_group(rnd, {cid: tasks[cid] for cid in group})]
+
+    def _train_group(self, rnd: int, tasks: dict[int, ClientTask]) -> list[Reply]:
+        """Send every task; relay an interactive method's messages (``serve`` answers each
+        ``up``) until each client finished or dropped."""
+        strategy, by_node = self.sc.strategy, {v: k for k, v in self.node_of.items()}
+        pending = {cid: self._task_content(rnd, cid, task) for cid, task in tasks.items()}
+        down = {cid: 0 for cid in tasks}
+        up = {cid: 0 for cid in tasks}
+        steps = {cid: 0 for cid in tasks}
         replies = []
-        for reply in self.grid.send_and_receive(msgs, timeout=self.timeout):
-            cid = by_node[reply.metadata.src_node_id]
-            if reply.has_error():
-                replies.append(Reply(cid, None, f"node error: {reply.error.reason}", wire_bytes_down=down[cid]))
-                continue
-            try:  # a node may send anything: a reply that cannot be read is a drop, with the reason
-                payload_rec = reply.content["payload"]
-                nums = reply.content["update"]
-                update = ClientUpdate(
-                    cid,
-                    rnd,
-                    _from_record(payload_rec),
-                    num_examples=nums["num_examples"],  # as sent: aggregate's validation judges it
-                    flops=float(nums["flops"]),
-                    metrics={k[2:]: v for k, v in nums.items() if k.startswith("m.")},
-                    extra_bytes_up=int(nums["extra_bytes_up"]),
-                    colocated=bool(nums["colocated"]),
-                )
-                private = bool(nums["has_private"])
-            except (KeyError, TypeError, ValueError, OverflowError) as exc:
-                replies.append(
-                    Reply(cid, None, f"malformed reply: {type(exc).__name__}: {exc}", wire_bytes_down=down[cid])
-                )
-                continue
-            if private:
-                self.private_on_nodes.add(cid)
-            replies.append(Reply(cid, update, wire_bytes_up=payload_rec.count_bytes(), wire_bytes_down=down[cid]))
+        while pending:
+            msgs = []
+            for cid, content in pending.items():
+                down[cid] += sum(r.count_bytes() for r in content.array_records.values())
+                msgs.append(self._message(cid, rnd, content, MessageType.TRAIN))
+            pending = {}
+            for reply in self.grid.send_and_receive(msgs, timeout=self.timeout):
+                cid = by_node[reply.metadata.src_node_id]
+                if not reply.has_error() and "up" in reply.content.array_records:
+                    try:  # the server's half of the step; a reply it cannot use drops the client
+                        record = reply.content["up"]
+                        up[cid] += record.count_bytes()
+                        answer = strategy.serve(tasks[cid], self.sc.workbench, _from_record(record))
+                    except Exception as exc:
+                        replies.append(Reply(cid, None, f"bad step: {type(exc).__name__}: {exc}", up[cid], down[cid]))
+                        continue
+                    steps[cid] += 1
+                    pending[cid] = self._task_content(rnd, cid, tasks[cid], steps[cid], answer)
+                    continue
+                got = self._read_update(rnd, cid, reply, up[cid], down[cid])
+                if got.update is not None:
+                    got.update = strategy.finish(tasks[cid], got.update)
+                replies.append(got)
         return replies
+
+    def _read_update(self, rnd: int, cid: int, reply: Message, up: int, down: int) -> Reply:
+        """A client's final reply as a :class:`Reply` (a drop, with the reason, if unreadable)."""
+        if reply.has_error():
+            return Reply(cid, None, f"node error: {reply.error.reason}", wire_bytes_down=down)
+        try:  # a node may send anything: a reply that cannot be read is a drop, with the reason
+            payload_rec = reply.content["payload"]
+            nums = reply.content["update"]
+            update = ClientUpdate(
+                cid,
+                rnd,
+                _from_record(payload_rec),
+                num_examples=nums["num_examples"],  # as sent: aggregate's validation judges it
+                flops=float(nums["flops"]),
+                metrics={k[2:]: v for k, v in nums.items() if k.startswith("m.")},
+                extra_bytes_up=int(nums["extra_bytes_up"]),
+                colocated=bool(nums["colocated"]),
+            )
+            private = bool(nums["has_private"])
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            return Reply(cid, None, f"malformed reply: {type(exc).__name__}: {exc}", wire_bytes_down=down)
+        if private:
+            self.private_on_nodes.add(cid)
+        return Reply(cid, update, wire_bytes_up=up + payload_rec.count_bytes(), wire_bytes_down=down)
 
     def evaluate_clients(self, rnd: int, state: Tensors) -> list[ClientEval]:
         content = RecordDict(

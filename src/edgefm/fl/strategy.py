@@ -4,7 +4,9 @@ A method is a :class:`Strategy`. The runtime owns the loop, sampling, the ledger
 and the transport, and calls only these hooks, the same way in both engines:
 
 - training: ``initial_state``, ``configure`` (who trains what; a task may be *declined*),
-  ``client_update`` (on the device), ``aggregate`` (validate, then ``merge``);
+  ``client_update`` (on the device), ``aggregate`` (validate, then ``merge``); methods whose
+  update needs the server as it trains (split learning) also ``client_step``, ``serve`` and
+  ``finish``, one message at a time;
 - the population: ``population`` (e.g. the centralized baseline pools every client's data);
 - the models a run ends with: ``model_for`` (the global model, or a client's own given its
   private state) and ``export`` (that model cut to a budget, for deployment);
@@ -81,6 +83,15 @@ class ClientUpdate:
 
 
 @dataclass
+class Step:
+    """One message of an update that needs the server while it trains (``Strategy.interactive``):
+    what goes up to the server, or, once the device is done, its update."""
+
+    up: Tensors = field(default_factory=dict)
+    update: ClientUpdate | None = None
+
+
+@dataclass
 class AggregateResult:
     state: Tensors
     rejected: dict[int, str] = field(default_factory=dict)  # client id -> reason
@@ -151,6 +162,40 @@ class Strategy(ABC):
     @abstractmethod
     def client_update(self, task: ClientTask, workbench, data: ClientData, private: Tensors | None) -> ClientUpdate:
         """Local training on one device; returns the payload it would send."""
+
+    # -- updates that need the server while they train (split learning) ------------------
+    # ``interactive`` methods exchange messages with the server during a client's update (the
+    # server runs the model's edge part every step). In-process ``client_update`` plays both
+    # sides. On Flower the transport relays: the node answers each message with
+    # ``client_step`` (keeping nothing between messages but the ``carry`` it returns), the
+    # server each ``Step.up`` with ``serve``, and ``finish`` completes the update on the server.
+    interactive: ClassVar[bool] = False
+
+    def serial(self) -> bool:
+        """Whether clients' exchanges must run one after another (they share one server part)."""
+        return False
+
+    def client_step(
+        self,
+        task: ClientTask,
+        workbench,
+        data: ClientData,
+        private: Tensors | None,
+        carry: Tensors | None,
+        down: Tensors | None,
+    ) -> tuple[Step, Tensors]:
+        """One message on the device: the server's answer ``down`` (None: the task itself),
+        given what the device kept (``carry``; None at the start). Returns the step and the
+        new carry."""
+        raise EdgefmError(f"algorithm {self.algo.name!r} does not exchange messages during an update")
+
+    def serve(self, task: ClientTask, workbench, up: Tensors) -> Tensors:
+        """The server's answer to one message of a client's update."""
+        raise EdgefmError(f"algorithm {self.algo.name!r} does not exchange messages during an update")
+
+    def finish(self, task: ClientTask, update: ClientUpdate) -> ClientUpdate:
+        """The update as the server completes it (what it measured while serving)."""
+        return update
 
     @abstractmethod
     def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]) -> Tensors:

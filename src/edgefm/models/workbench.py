@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +75,31 @@ class FitResult:
     examples: int
     flops: float
     loss: float
+
+
+def param_groups(named: Iterable[tuple[str, nn.Parameter]], train: TrainConfig) -> list[dict]:
+    """AdamW's groups for the trainable ones of ``named``: the body (LoRA or full weights) at
+    ``train.lr``, the classification head at ``train.head_lr``. Per-parameter, so a model's
+    parts (split learning's device and edge) may each take their own optimizer and train the same."""
+    params = [(n, p) for n, p in named if p.requires_grad]
+    head = [p for n, p in params if n.startswith("head.")]
+    body = [p for n, p in params if not n.startswith("head.")]
+    return [{"params": body, "lr": train.lr}, {"params": head, "lr": train.head_lr}]
+
+
+def batch_plan(data: Encoded, train: TrainConfig, generator: torch.Generator) -> Iterator[np.ndarray]:
+    """The rows of every local step, in order: ``train.epochs`` shuffles of ``data`` by
+    ``generator``, stopped after ``train.max_steps`` (no further shuffle is drawn once the
+    budget is spent, so the generator is consumed exactly as the steps need)."""
+    steps = 0
+    for _ in range(train.epochs):
+        if train.max_steps is not None and steps >= train.max_steps:
+            return
+        for index in data.batch_indices(train.batch_size, generator=generator, shuffle=True):
+            if train.max_steps is not None and steps >= train.max_steps:
+                return
+            steps += 1
+            yield index
 
 
 class Workbench:
@@ -140,7 +165,6 @@ class Workbench:
         penalty: Callable[[], torch.Tensor] | None = None,
         groups: list[dict] | None = None,
         flops_model: FlopModel | None = None,
-        backward_step: Callable[[Batch], torch.Tensor] | None = None,
     ) -> FitResult:
         """Local epochs of AdamW on ``data``.
 
@@ -149,16 +173,12 @@ class Workbench:
         objective pass ``step_loss`` (batch -> loss), a ``penalty`` added to every step's loss
         but not to the reported training loss (FedProx's proximal term), their optimizer
         ``groups`` and the ``flops_model`` of that step; by default: :meth:`loss`, LoRA/body at
-        ``train.lr`` and the head at ``train.head_lr``. ``backward_step`` (batch -> detached
-        loss) runs its own backward pass instead (split learning's device/edge step).
+        ``train.lr`` and the head at ``train.head_lr``.
         """
         if len(data) == 0:
             return FitResult(0, 0, 0.0, float("nan"))
         if groups is None:
-            params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-            head = [p for n, p in params if n.startswith("head.")]
-            body = [p for n, p in params if not n.startswith("head.")]
-            groups = [{"params": body, "lr": train.lr}, {"params": head, "lr": train.head_lr}]
+            groups = param_groups(self.model.named_parameters(), train)
         opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=train.weight_decay)
         flops_model = flops_model or self.flop_model(train=True, key=flop_key)
         step_loss = step_loss or self.loss
@@ -166,29 +186,19 @@ class Workbench:
         self.model.train()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            for _ in range(train.epochs):
-                if train.max_steps is not None and steps >= train.max_steps:
-                    break  # no more epochs of shuffling once the step budget is spent
-                for batch in data.batches(train.batch_size, generator=generator, shuffle=True):
-                    if train.max_steps is not None and steps >= train.max_steps:
-                        break
-                    batch = batch.to(self.device)
-                    if backward_step is not None:
-                        opt.zero_grad(set_to_none=True)
-                        with autocast(self.device, train.precision):  # its backward runs inside
-                            loss = backward_step(batch)
-                    else:
-                        with autocast(self.device, train.precision):
-                            loss = step_loss(batch)
-                            total = loss if penalty is None else loss + penalty()
-                        opt.zero_grad(set_to_none=True)
-                        total.float().backward()
-                    opt.step()
-                    b, length = batch.input_ids.shape
-                    steps += 1
-                    seen += b
-                    flops += flops_model.batch(b, length)
-                    loss_sum += loss.float().item() * b
+            for index in batch_plan(data, train, generator):
+                batch = data.collate(index).to(self.device)
+                with autocast(self.device, train.precision):
+                    loss = step_loss(batch)
+                    total = loss if penalty is None else loss + penalty()
+                opt.zero_grad(set_to_none=True)
+                total.float().backward()
+                opt.step()
+                b, length = batch.input_ids.shape
+                steps += 1
+                seen += b
+                flops += flops_model.batch(b, length)
+                loss_sum += loss.float().item() * b
         self.model.zero_grad(set_to_none=True)
         return FitResult(steps, seen, flops, loss_sum / max(seen, 1))
 
