@@ -201,6 +201,38 @@ class FlowerConfig:
 
 
 @dataclass(frozen=True)
+class AggregationConfig:
+    """How the server merges client updates against Byzantine clients (``fl/robust.py``)."""
+
+    # mean: each method's own sample-weighted mean; median, trimmed (coordinate-wise), krum
+    # (Multi-Krum), clip (norm bounding) replace it for every method's payloads
+    rule: Literal["mean", "median", "trimmed", "krum", "clip"] = "mean"
+    trim: float = 0.2  # trimmed: share of a coordinate's largest and of its smallest values dropped
+    byzantine: int = 1  # krum: f, the attackers tolerated (the n - f best-scored updates are averaged)
+    clip: float = 2.0  # clip: a client's change bounded at this many times the round's median change norm
+
+    def __post_init__(self) -> None:
+        check_range("aggregation.trim", self.trim, lo=0.0, hi=0.5, open_hi=True)
+        check_range("aggregation.byzantine", self.byzantine, lo=0)
+        check_range("aggregation.clip", self.clip, lo=0.0, open_lo=True)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Simulated Byzantine clients (``fl/attacks.py``): a fixed share of devices send hostile updates."""
+
+    # sign_flip: the change reversed and amplified; scale: amplified; noise: Gaussian noise in
+    # its place; label_flip: honest training on flipped labels (classification)
+    kind: Literal["none", "sign_flip", "scale", "noise", "label_flip"] = "none"
+    fraction: float = 0.0  # share of the devices that are malicious (drawn once from the seed)
+    strength: float = 4.0  # sign_flip and scale: the factor on the change; noise: its std in RMSs of the change
+
+    def __post_init__(self) -> None:
+        check_range("attack.fraction", self.fraction, lo=0.0, hi=0.5)
+        check_range("attack.strength", self.strength, lo=0.0, open_lo=True)
+
+
+@dataclass(frozen=True)
 class AlgorithmConfig:
     """Base of every algorithm's own config; subclasses add their hyper-parameters.
 
@@ -211,6 +243,7 @@ class AlgorithmConfig:
 
     strategy: ClassVar[str] = ""
     tasks: ClassVar[tuple[str, ...]] = ("classify", "lm")  # the tasks the method can train
+    merges_updates: ClassVar[bool] = True  # whether the server averages client updates (robust rules apply)
     name: str = "fedavg"
 
     @classmethod
@@ -257,6 +290,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     flower: FlowerConfig = field(default_factory=FlowerConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
 
     def __post_init__(self) -> None:
@@ -273,6 +308,13 @@ class RunConfig:
                 f"{', '.join(type(self.algorithm).tasks)}"
             )
         self.algorithm.check(self)
+        if self.aggregation.rule != "mean" and not type(self.algorithm).merges_updates:
+            raise ConfigError(
+                f"aggregation.rule: {self.aggregation.rule}; algorithm {self.algorithm.name!r} averages no client "
+                "updates; expected mean"
+            )
+        if self.attack.kind == "label_flip" and self.task != "classify":
+            raise ConfigError(f"attack.kind: label_flip needs labels; task {self.task!r} has none (expected classify)")
         if self.task == "lm":
             for family in (self.model.name, *self.model.families):
                 if family != "path" and family not in FAMILIES:

@@ -42,6 +42,7 @@ class LocalConfig(AlgorithmConfig):
     """Local-only training: each device fine-tunes alone (the lower bound of collaboration)."""
 
     strategy = "edgefm.algorithms.local:Local"
+    merges_updates = False
     name: str = "local"
 
 
@@ -51,6 +52,7 @@ class CentralizedConfig(AlgorithmConfig):
     """Every client's data pooled in one datacenter (the upper bound)."""
 
     strategy = "edgefm.algorithms.centralized:Centralized"
+    merges_updates = False
     name: str = "centralized"
 
 
@@ -122,6 +124,7 @@ class DeepFusionConfig(AlgorithmConfig):
 
     strategy = "edgefm.algorithms.deepfusion:DeepFusion"
     tasks = ("lm",)
+    merges_updates = False
     name: str = "deepfusion"
     experts: int = 4  # K: experts of the global MoE, = knowledge domains (clusters of devices)
     moe_size: Literal["s", "m", "l"] = "s"  # the dense base (qwen3 of this size) each expert comes from

@@ -111,7 +111,9 @@ class FedAvg(Strategy):
         for arch in self.archs:
             group = [u for u in updates if (tasks[u.client_id].arch or self.archs[0]) == arch]
             if group:
-                out.update(weighted_mean([u.payload for u in group], [u.num_examples for u in group]))
+                payloads, weights = [u.payload for u in group], [u.num_examples for u in group]
+                merged = self.robust(payloads, weights, {k: state[k] for k in payloads[0]})
+                out.update(merged if merged is not None else weighted_mean(payloads, weights))
         return out
 
     # -- the models a run ends with -------------------------------------------------------

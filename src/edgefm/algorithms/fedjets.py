@@ -119,7 +119,9 @@ class FedJets(FedAvg):
         out = dict(state)
         weights = [u.num_examples for u in updates]
         shared = [k for k in state if EXPERTS not in k and not k.endswith(ROUTER)]
-        out.update(weighted_mean([{k: u.payload[k] for k in shared} for u in updates], weights))
+        payloads = [{k: u.payload[k] for k in shared} for u in updates]
+        merged = self.robust(payloads, weights, {k: state[k] for k in shared})
+        out.update(merged if merged is not None else weighted_mean(payloads, weights))
         sliced = [k for k in state if k not in shared]
         trained = [0.0] * self.experts
         for e in range(self.experts):
@@ -128,15 +130,16 @@ class FedJets(FedAvg):
             if not group:
                 continue
             trained[e] = float(len(group))
-            mean = weighted_mean(
-                [{k: u.payload[k][j] for k in sliced} for u, j in group], [u.num_examples for u, _ in group]
-            )
+            payloads = [{k: u.payload[k][j] for k in sliced} for u, j in group]
+            counts = [u.num_examples for u, _ in group]
+            mean = self.robust(payloads, counts, {k: state[k][e] for k in sliced})
+            mean = mean if mean is not None else weighted_mean(payloads, counts)
             for k in sliced:
                 out[k] = out[k].clone() if out[k] is state[k] else out[k]
                 out[k][e] = mean[k]
         for u in updates:
             self.routing[u.client_id] = u.payload[ROUTING].clone()
-        self.round_metrics = {f"expert_{e}_devices": n for e, n in enumerate(trained)}
+        self.round_metrics.update({f"expert_{e}_devices": n for e, n in enumerate(trained)})
         return out
 
     def evaluate_server(self, state: Tensors, workbench, test) -> dict[str, float]:

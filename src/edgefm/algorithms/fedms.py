@@ -157,6 +157,14 @@ class FedMS(FedAvg):
     def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]) -> Tensors:
         """Each tensor averaged over the clients that sent it (sample-weighted); the rest kept."""
         out = dict(state)
+        if self.cfg.aggregation.rule != "mean":  # a robust rule, over the updates sending the same tensors
+            groups: dict[frozenset, list[ClientUpdate]] = {}
+            for u in updates:
+                groups.setdefault(frozenset(u.payload), []).append(u)
+            for keys, group in groups.items():
+                previous = {k: state[k] for k in sorted(keys)}
+                out.update(self.robust([u.payload for u in group], [u.num_examples for u in group], previous))
+            return out
         for key in state:
             sent = [(u.payload[key], u.num_examples) for u in updates if key in u.payload]
             if sent:

@@ -214,7 +214,10 @@ class RaFFM(Strategy):
             placed.append(full)
             masks.append(mask)
         rule = self.algo.aggregation
-        if rule == "coverage":
+        robust = self.robust(placed, [u.num_examples for u in updates], state, masks)
+        if robust is not None:  # a Byzantine-robust rule over the coordinates each client trained
+            merged = robust
+        elif rule == "coverage":
             merged = coverage_mean(placed, masks, [u.num_examples for u in updates], state)
         elif rule == "official":
             merged = official_mean(placed, masks, state)

@@ -231,7 +231,10 @@ class SplitFed(FedAvg):
         if edges is not None:  # v1: each device's whole model (its part + its edge copy), whatever its cut
             device = [{**e, **d} for e, d in zip(edges, device, strict=True)]
         glob = {k: v for k, v in state.items() if k in device[0]}
-        if self.algo.aggregation == "unbiased":
+        robust = self.robust(device, p, glob)  # a Byzantine-robust rule replaces the participation merge
+        if robust is not None:
+            out.update(robust)
+        elif self.algo.aggregation == "unbiased":
             out.update(participation.unbiased(glob, device, p, q))
         else:
             out.update(participation.naive(glob, device, p))

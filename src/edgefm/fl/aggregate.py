@@ -123,14 +123,24 @@ def trimmed_mean(updates: Sequence[Tensors], trim: float) -> Tensors:
     return out
 
 
+def pairwise_sq_distances(vectors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Exact squared Euclidean distances: float64 sums of squared differences (``torch.cdist``
+    goes through a matrix product and loses the small differences of near-identical updates)."""
+    n = len(vectors)
+    out = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = (vectors[i].double() - vectors[j].double()).pow(2).sum()
+    return out
+
+
 def krum(updates: Sequence[Tensors], byzantine: int) -> tuple[Tensors, int]:
     """Krum: the update with the smallest sum of squared distances to its n - f - 2 nearest
     neighbours. Returns (that update, its index)."""
     n = len(updates)
     if n - byzantine - 2 < 1:
         raise ValueError(f"krum needs n - f - 2 >= 1; got n={n}, f={byzantine}")
-    flat = torch.stack([torch.cat([u[k].double().flatten() for k in sorted(u)]) for u in updates])
-    dist = torch.cdist(flat, flat).pow(2)
+    dist = pairwise_sq_distances([torch.cat([u[k].double().flatten() for k in sorted(u)]) for u in updates])
     m = n - byzantine - 2
     scores = torch.stack([dist[i][torch.arange(n) != i].sort().values[:m].sum() for i in range(n)])
     best = int(scores.argmin())

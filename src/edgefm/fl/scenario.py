@@ -16,6 +16,7 @@ from edgefm.data.encode import Encoded
 from edgefm.data.partition import local_splits
 from edgefm.data.sources import DataBundle, raw_bytes
 from edgefm.edge.devices import DeviceProfile, sample_population
+from edgefm.fl import attacks
 from edgefm.fl.strategy import ClientData, Strategy, build_strategy, seed_for
 from edgefm.models.workbench import Workbench, resolve_device
 
@@ -99,6 +100,10 @@ def build(cfg: RunConfig, devices: list[DeviceProfile] | None = None, owners: li
     clients = [
         ClientData(k, encode(tr), encode(te), raw_bytes(bundle.train, tr), tr, te) for k, (tr, te) in enumerate(splits)
     ]
+    if cfg.attack.kind == "label_flip":  # malicious devices train honestly on flipped labels
+        for k in attacks.malicious(cfg.seed, len(clients), cfg.attack.fraction):
+            c = clients[k]
+            c.train = Encoded(c.train.ids, attacks.flip_labels(c.train.labels, bundle.num_labels), c.train.pad_id)
     test = task.encode(tokenizer, bundle.test, np.arange(len(bundle.test)), cfg)
     public = encode(public_rows) if len(public_rows) else None
     clients, devices = strategy.population(clients, devices, workbench)

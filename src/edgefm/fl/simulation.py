@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgefm import EdgefmError
-from edgefm.fl import checkpoint, heap
+from edgefm.fl import attacks, checkpoint, heap
 from edgefm.fl.ledger import Ledger
 from edgefm.fl.private import PrivateStore
 from edgefm.fl.scenario import Scenario
@@ -115,6 +115,9 @@ class Engine:
         self.sc = scenario
         self.cb = callbacks or Callbacks()
         self.transport = transport if transport is not None else InProcess(scenario)
+        attack = scenario.cfg.attack
+        self.attackers = attacks.malicious(scenario.cfg.seed, len(scenario.clients), attack.fraction)
+        self.attackers = self.attackers if attack.kind != "none" else set()
 
     def run(self, run_dir: Path | None = None, resume: bool = False) -> dict[str, Any]:
         sc, cfg = self.sc, self.sc.cfg
@@ -160,6 +163,12 @@ class Engine:
                 first = next(iter(dropped.values()))
                 raise EdgefmError(f"round {rnd}: every client failed; first error: {first}")
         updates = [replies[cid].update for cid in tasks if cid not in dropped]
+        attack = cfg.attack
+        for u in updates:  # simulated Byzantine devices: what they send instead of their honest update
+            if u.client_id in self.attackers:
+                reference = strategy.expected_update(state, tasks[u.client_id])
+                seed = seed_for(cfg.seed, 5000 + rnd, u.client_id)
+                u.payload = attacks.corrupt(u.payload, reference, attack.kind, attack.strength, seed)
         strategy.round_metrics = {}
         result = strategy.aggregate(rnd, state, updates, tasks)
         for cid, task in tasks.items():
@@ -170,6 +179,8 @@ class Engine:
                 wire["arch"] = task.arch
             if task.memory_bytes:
                 wire["memory_mb"] = task.memory_bytes / 2**20
+            if cid in self.attackers:
+                wire["attacker"] = 1
             if cid in dropped:
                 row = ledger.record_client(rnd, device, task.payload, None, 0.0, 0, "dropped", dropped[cid], extra=wire)
             else:

@@ -36,6 +36,7 @@ from edgefm import EdgefmError
 from edgefm.config import AlgorithmConfig, RunConfig
 from edgefm.data.encode import Encoded
 from edgefm.edge.devices import DeviceProfile
+from edgefm.fl import robust
 from edgefm.fl.aggregate import validate_count, validate_update
 
 Tensors = dict[str, torch.Tensor]
@@ -225,6 +226,21 @@ class Strategy(ABC):
         if not good:
             return AggregateResult(state, rejected)
         return AggregateResult(self.merge(rnd, state, good, tasks), rejected)
+
+    def robust(
+        self, payloads: list[Tensors], weights: list[float], previous: Tensors, masks: list[Tensors] | None = None
+    ) -> Tensors | None:
+        """``payloads`` (each with ``previous``'s keys, or ``masks`` saying which coordinates it
+        trained) merged by the run's Byzantine-robust rule (``aggregation.rule``, ``fl/robust.py``);
+        None under ``mean``, where the method keeps its own mean. What the rule did goes into the
+        round's metrics."""
+        agg = self.cfg.aggregation
+        if agg.rule == "mean":
+            return None
+        merged, info = robust.combine(payloads, weights, previous, agg.rule, masks, agg.trim, agg.byzantine, agg.clip)
+        for k, v in info.items():  # several groups in a round (architectures, experts): summed
+            self.round_metrics[k] = self.round_metrics.get(k, 0.0) + v
+        return merged
 
     # -- the population -----------------------------------------------------------------
     def population(
