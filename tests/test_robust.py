@@ -161,3 +161,52 @@ def test_label_flipping_needs_labels():
 
     with pytest.raises(config.ConfigError, match="attack.kind: label_flip"):
         config.load(None, [*LM, "attack.kind=label_flip", "attack.fraction=0.2"])
+
+
+# ----------------------------------------------------------------------------- differential privacy
+
+
+def test_dp_mean_clips_each_change_and_divides_by_the_expected_participants():
+    from edgefm.fl import privacy
+
+    prev = {"w": torch.zeros(4)}
+    u = [{"w": torch.tensor([3.0, 4.0, 0, 0])}, {"w": torch.tensor([0.3, 0.4, 0, 0])}]
+    gen = torch.Generator().manual_seed(0)
+    merged, info = privacy.dp_mean(u, prev, clip=1.0, sigma=0.0, denominator=4.0, generator=gen)
+    # the first change (norm 5) scaled to norm 1, the second (norm 0.5) kept; the sum over 4
+    assert merged["w"].tolist() == pytest.approx([(0.6 + 0.3) / 4, (0.8 + 0.4) / 4, 0, 0])
+    assert info["dp_clipped"] == 1
+    zeros = [{"w": torch.zeros(20000)}] * 3
+    noisy, _ = privacy.dp_mean(zeros, {"w": torch.zeros(20000)}, 0.5, 2.0, 10.0, torch.Generator().manual_seed(1))
+    assert float(noisy["w"].std()) == pytest.approx(2.0 * 0.5 / 10.0, rel=0.03)  # sigma C / (q N)
+
+
+def test_the_accountant_spends_the_target_epsilon_over_the_run():
+    from edgefm.fl import privacy
+
+    sigma = privacy.noise_multiplier(4.0, 1e-5, 0.5, 10)
+    assert privacy.spent(sigma, 0.5, 10, 1e-5) == pytest.approx(4.0, rel=0.02)
+    assert privacy.spent(sigma, 0.5, 5, 1e-5) < privacy.spent(sigma, 0.5, 10, 1e-5)
+    assert privacy.noise_multiplier(1.0, 1e-5, 0.5, 10) > sigma  # less privacy loss, more noise
+
+
+def test_a_private_run_reports_its_epsilon_every_round_and_noise_changes_the_model():
+    _, plain = run(["rounds=3"])
+    _, private = run(["rounds=3", "privacy.epsilon=8", "privacy.clip=0.5"])
+    eps = [r["dp_epsilon"] for r in private["ledger"].rounds]
+    assert eps == sorted(eps) and eps[-1] == pytest.approx(8.0, rel=0.02)
+    assert all("dp_epsilon" not in r for r in plain["ledger"].rounds)
+    assert any(not torch.allclose(plain["state"][k], private["state"][k]) for k in plain["state"])
+    _, again = run(["rounds=3", "privacy.epsilon=8", "privacy.clip=0.5"])
+    assert all(torch.equal(again["state"][k], private["state"][k]) for k in private["state"])  # seeded noise
+
+
+def test_bad_privacy_settings_are_one_line_errors():
+    for sets, fragment in (
+        (["privacy.epsilon=0"], "privacy.epsilon"),
+        (["privacy.epsilon=1", "privacy.noise_multiplier=1"], "not both"),
+        (["privacy.epsilon=1", "aggregation.rule=median"], "expected aggregation.rule mean"),
+        (["privacy.delta=1"], "privacy.delta"),
+    ):
+        with pytest.raises(config.ConfigError, match=fragment):
+            config.load("configs/tiny.yaml", sets)

@@ -218,6 +218,31 @@ class AggregationConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Client-level differential privacy (DP-FedAvg, ``fl/privacy.py``): off unless ``epsilon``
+    or ``noise_multiplier`` is set."""
+
+    epsilon: float | None = None  # the whole run's epsilon at delta; sigma calibrated by opacus's RDP accountant
+    noise_multiplier: float | None = None  # sigma, the noise std in units of clip (instead of epsilon)
+    clip: float = 1.0  # L2 bound on a client's change (every tensor it sends), and the noise's scale
+    delta: float = 1e-5  # delta of the (epsilon, delta) guarantee
+
+    def __post_init__(self) -> None:
+        if self.epsilon is not None:
+            check_range("privacy.epsilon", self.epsilon, lo=0.0, open_lo=True)
+        if self.noise_multiplier is not None:
+            check_range("privacy.noise_multiplier", self.noise_multiplier, lo=0.0)
+        if self.epsilon is not None and self.noise_multiplier is not None:
+            raise ConfigError("privacy.noise_multiplier: set privacy.epsilon or privacy.noise_multiplier, not both")
+        check_range("privacy.clip", self.clip, lo=0.0, open_lo=True)
+        check_range("privacy.delta", self.delta, lo=0.0, hi=1.0, open_lo=True, open_hi=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None or self.noise_multiplier is not None
+
+
+@dataclass(frozen=True)
 class AttackConfig:
     """Simulated Byzantine clients (``fl/attacks.py``): a fixed share of devices send hostile updates."""
 
@@ -292,6 +317,7 @@ class RunConfig:
     flower: FlowerConfig = field(default_factory=FlowerConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
 
     def __post_init__(self) -> None:
@@ -312,6 +338,12 @@ class RunConfig:
             raise ConfigError(
                 f"aggregation.rule: {self.aggregation.rule}; algorithm {self.algorithm.name!r} averages no client "
                 "updates; expected mean"
+            )
+        if self.privacy.enabled and (self.aggregation.rule != "mean" or not type(self.algorithm).merges_updates):
+            raise ConfigError(
+                f"privacy.epsilon: differential privacy is a private mean of client updates; expected "
+                f"aggregation.rule mean (got {self.aggregation.rule}) and an algorithm that averages updates "
+                f"(got {self.algorithm.name!r})"
             )
         if self.attack.kind == "label_flip" and self.task != "classify":
             raise ConfigError(f"attack.kind: label_flip needs labels; task {self.task!r} has none (expected classify)")

@@ -36,7 +36,7 @@ from edgefm import EdgefmError
 from edgefm.config import AlgorithmConfig, RunConfig
 from edgefm.data.encode import Encoded
 from edgefm.edge.devices import DeviceProfile
-from edgefm.fl import robust
+from edgefm.fl import privacy, robust
 from edgefm.fl.aggregate import validate_count, validate_update
 
 Tensors = dict[str, torch.Tensor]
@@ -144,6 +144,9 @@ class Strategy(ABC):
         self.round_metrics: dict[str, float] = {}  # server-side figures of the last aggregation
         # devices the same edge server serves for other tenants in a round (fl/tenants.py sets it)
         self.edge_co_load: Callable[[int], int] = lambda rnd: 0
+        self.round = 0  # the round being aggregated
+        self.noise_sigma: float | None = None  # differential privacy's sigma, once calibrated
+        self._private_groups = 0  # groups merged privately this round (each draws its own noise)
 
     def edge_demand(self, rnd: int) -> int:
         """How many of this run's devices the edge server serves at once in round ``rnd`` (a
@@ -210,6 +213,7 @@ class Strategy(ABC):
         self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]
     ) -> AggregateResult:
         """Validate every update (keys, shapes, finite values), reject and log bad ones, merge the rest."""
+        self.round, self._private_groups = rnd, 0
         good, rejected = [], {}
         for u in updates:
             task = tasks.get(u.client_id)
@@ -231,15 +235,33 @@ class Strategy(ABC):
         self, payloads: list[Tensors], weights: list[float], previous: Tensors, masks: list[Tensors] | None = None
     ) -> Tensors | None:
         """``payloads`` (each with ``previous``'s keys, or ``masks`` saying which coordinates it
-        trained) merged by the run's Byzantine-robust rule (``aggregation.rule``, ``fl/robust.py``);
-        None under ``mean``, where the method keeps its own mean. What the rule did goes into the
-        round's metrics."""
+        trained) merged by the run's Byzantine-robust rule (``aggregation.rule``, ``fl/robust.py``)
+        or privately (``privacy.*``, ``fl/privacy.py``); None under a plain ``mean``, where the
+        method keeps its own mean. What the rule did goes into the round's metrics."""
         agg = self.cfg.aggregation
+        if self.cfg.privacy.enabled:
+            return self._private(payloads, previous, masks)
         if agg.rule == "mean":
             return None
         merged, info = robust.combine(payloads, weights, previous, agg.rule, masks, agg.trim, agg.byzantine, agg.clip)
         for k, v in info.items():  # several groups in a round (architectures, experts): summed
             self.round_metrics[k] = self.round_metrics.get(k, 0.0) + v
+        return merged
+
+    def _private(self, payloads: list[Tensors], previous: Tensors, masks: list[Tensors] | None) -> Tensors:
+        cfg, priv = self.cfg, self.cfg.privacy
+        q = privacy.sample_rate(cfg.fraction, cfg.clients)
+        if self.noise_sigma is None:
+            sigma = priv.noise_multiplier
+            self.noise_sigma = (
+                sigma if sigma is not None else privacy.noise_multiplier(priv.epsilon, priv.delta, q, cfg.rounds)
+            )
+        gen = torch.Generator().manual_seed(seed_for(cfg.seed, 6000 + self.round, self._private_groups))
+        self._private_groups += 1
+        merged, info = privacy.dp_mean(payloads, previous, priv.clip, self.noise_sigma, q * cfg.clients, gen, masks)
+        self.round_metrics["dp_clipped"] = self.round_metrics.get("dp_clipped", 0.0) + info["dp_clipped"]
+        self.round_metrics["dp_sigma"] = self.noise_sigma
+        self.round_metrics["dp_epsilon"] = privacy.spent(self.noise_sigma, q, self.round, priv.delta)
         return merged
 
     # -- the population -----------------------------------------------------------------
