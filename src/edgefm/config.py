@@ -243,6 +243,21 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class FaultsConfig:
+    """Faults injected into every round, on both engines: devices that drop out, stragglers cut."""
+
+    dropout: float = 0.0  # chance that a device asked to train drops out of a round (seeded per device and round)
+    # simulated seconds a round waits (download, compute, upload and edge time, from the device
+    # profiles); a device that would take longer is a straggler and its update is discarded
+    deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        check_range("faults.dropout", self.dropout, lo=0.0, hi=1.0, open_hi=True)
+        if self.deadline is not None:
+            check_range("faults.deadline", self.deadline, lo=0.0, open_lo=True)
+
+
+@dataclass(frozen=True)
 class AttackConfig:
     """Simulated Byzantine clients (``fl/attacks.py``): a fixed share of devices send hostile updates."""
 
@@ -316,6 +331,7 @@ class RunConfig:
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     flower: FlowerConfig = field(default_factory=FlowerConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)

@@ -66,9 +66,11 @@ class Ledger:
         self.clients.append(row)
         return row
 
-    def close_round(self, rnd: int, metrics: dict[str, float], wall_s: float) -> dict[str, Any]:
+    def close_round(self, rnd: int, metrics: dict[str, float], wall_s: float, waited_s: float = 0.0) -> dict[str, Any]:
+        """The round's summary; ``waited_s``: the deadline it cut stragglers at (0: none), which is its length."""
         rows = [r for r in self.clients if r["round"] == rnd]
-        sim_round = max((r["seconds"] for r in rows), default=0.0)
+        # a deadline that cut stragglers ends the round (those in time finished before it)
+        sim_round = waited_s or max((r["seconds"] for r in rows), default=0.0)
         self.sim_elapsed_s += sim_round
         summary = {
             "round": rnd,

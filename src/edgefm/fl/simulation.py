@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from edgefm import EdgefmError
+from edgefm.edge.costs import update_cost
 from edgefm.fl import attacks, checkpoint, heap
+from edgefm.fl.aggregate import nbytes
 from edgefm.fl.ledger import Ledger
 from edgefm.fl.private import PrivateStore
 from edgefm.fl.scenario import Scenario
@@ -147,12 +149,14 @@ class Engine:
         tasks = strategy.configure(rnd, state, [sc.devices[i] for i in sampled])
         # a device that declines a task (e.g. no subnetwork fits its budget) is not contacted
         declined = {cid: t.declined for cid, t in tasks.items() if t.declined}
+        declined.update(self._dropouts(rnd, [cid for cid in tasks if cid not in declined]))
         sent = {cid: t for cid, t in tasks.items() if cid not in declined}
         replies = {r.client_id: r for r in self.transport.train(rnd, sent)} if sent else {}
         replies.update({cid: Reply(cid, None, why) for cid, why in declined.items()})
         for cid in tasks:
             if cid not in replies:
                 replies[cid] = Reply(cid, None, "no reply (timed out)")
+        late = self._stragglers(replies, tasks)
         dropped = {cid: r.error for cid, r in replies.items() if r.update is None}
         for cid, why in dropped.items():
             log.warning("round %d: client %d dropped: %s", rnd, cid, why)
@@ -210,7 +214,8 @@ class Engine:
             server = strategy.evaluate_server(state, sc.workbench, sc.test)
             metrics = combine_metrics(server, self.transport.evaluate_clients(rnd, state))
         metrics.update(strategy.round_metrics)  # e.g. the server's own work in the round
-        summary = ledger.close_round(rnd, metrics, time.perf_counter() - t0)
+        # a round that cut stragglers lasted until its deadline
+        summary = ledger.close_round(rnd, metrics, time.perf_counter() - t0, cfg.faults.deadline if late else 0.0)
         if run_dir is not None:
             with open(Path(run_dir) / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(checkpoint.jsonable(summary)) + "\n")
@@ -222,6 +227,39 @@ class Engine:
             checkpoint.save(run_dir, checkpoint.Checkpoint(rnd, state, ledger.state_dict(), **fields))
         self.cb.on_round_end(summary)
         return state
+
+    def _dropouts(self, rnd: int, cids: list[int]) -> dict[int, str]:
+        """Devices that drop out of round ``rnd`` before training (``faults.dropout``), and why."""
+        rate = self.sc.cfg.faults.dropout
+        if not rate:
+            return {}
+        out = {}
+        for cid in cids:  # one seeded draw per device and round: the same on both engines
+            if np.random.default_rng(seed_for(self.sc.cfg.seed, 7000 + rnd, cid)).random() < rate:
+                out[cid] = f"dropped out of round {rnd} (faults.dropout={rate:g})"
+        return out
+
+    def _stragglers(self, replies: dict[int, Reply], tasks: dict[int, ClientTask]) -> set[int]:
+        """Discard the updates of devices whose simulated round time passes ``faults.deadline``."""
+        deadline, late = self.sc.cfg.faults.deadline, set()
+        if deadline is None:
+            return late
+        for cid, reply in replies.items():
+            u = reply.update
+            if u is None:
+                continue
+            down, up = ({}, {}) if u.colocated else (tasks[cid].payload, u.payload)
+            cost = update_cost(
+                u.flops, nbytes(up) + u.extra_bytes_up, nbytes(down) + u.extra_bytes_down, self.sc.devices[cid]
+            )
+            seconds = cost["total"].seconds + u.server_seconds
+            if seconds > deadline:
+                why = (
+                    f"straggler: {seconds:.3g} simulated s, past the round's {deadline:g} s deadline (update discarded)"
+                )
+                replies[cid] = Reply(cid, None, why, reply.wire_bytes_up, reply.wire_bytes_down)
+                late.add(cid)
+        return late
 
     @staticmethod
     def _rewrite_metrics(run_dir: Path, ledger: Ledger) -> None:
