@@ -261,7 +261,9 @@ class Strategy(ABC):
         merged, info = privacy.dp_mean(payloads, previous, priv.clip, self.noise_sigma, q * cfg.clients, gen, masks)
         self.round_metrics["dp_clipped"] = self.round_metrics.get("dp_clipped", 0.0) + info["dp_clipped"]
         self.round_metrics["dp_sigma"] = self.noise_sigma
-        self.round_metrics["dp_epsilon"] = privacy.spent(self.noise_sigma, q, self.round, priv.delta)
+        eps = privacy.spent(self.noise_sigma, q, self.round, priv.delta)
+        if math.isfinite(eps):  # sigma 0 (clipping alone) gives no guarantee: no epsilon to report
+            self.round_metrics["dp_epsilon"] = eps
         return merged
 
     # -- the population -----------------------------------------------------------------
