@@ -157,8 +157,7 @@ class SplitFed(FedAvg):
         cid, cut = task.client_id, task.config["cut"]
         if cid not in self.sessions:
             workbench.use(self.archs[0])
-            start = self.edge_live if self.algo.variant == "v2" else self.edge_start[cut]
-            self.sessions[cid] = EdgeSide(self, workbench, split(workbench.model, cut), start, cut)
+            self.sessions[cid] = EdgeSide(self, workbench, split(workbench.model, cut), self._edge_start(cut), cut)
         session = self.sessions[cid]
         if self.loaded != cid:  # V1's devices step side by side on Flower: swap edge copies in
             if self.loaded in self.sessions:
@@ -167,12 +166,18 @@ class SplitFed(FedAvg):
             self.loaded = cid
         return session
 
+    def _edge_start(self, cut: int) -> Tensors:
+        """Where a device's edge part starts: V1 a fresh copy of the round's, V2 the one as it is now."""
+        return self.edge_live if self.algo.variant == "v2" else self.edge_start[cut]
+
     def finish(self, task: ClientTask, update: ClientUpdate) -> ClientUpdate:
         cid = task.client_id
         session = self.sessions.pop(cid, None)
         if session is None:  # no step ran (no data): the edge part is as it started
-            start = self.edge_live if self.algo.variant == "v2" else self.edge_start[task.config["cut"]]
-            edge, numbers = dict(start), {"loss": float("nan"), "act": 0, "grad": 0, "side": 0, "flops": 0.0}
+            edge, numbers = (
+                dict(self._edge_start(task.config["cut"])),
+                {"loss": float("nan"), "act": 0, "grad": 0, "side": 0, "flops": 0.0},
+            )
         else:
             if self.loaded == cid:
                 session.save()
