@@ -4,13 +4,9 @@ crashes is dropped, not fatal; and a real deployment (SuperLink + 2 SuperNodes o
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
+import ssl
 import time
 from pathlib import Path
 
@@ -80,107 +76,65 @@ def test_flower_simulation_matches_inprocess_and_drops_a_crashing_node(tmp_path)
     assert out["ledger"].rounds[0]["dropped"] == 1 and len(out["ledger"].rounds) == 2
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+DEPLOYED = " ".join(x for x in TINY if not x.startswith("clients=")) + " clients=2"
 
 
 @pytest.mark.slow
 def test_deployment_superlink_two_supernodes_flwr_run(tmp_path):
     """Only loopback addresses; every process is bounded in time and killed at the end."""
-    bin_dir = Path(sys.executable).parent
-    home = tmp_path / "flwr-home"
-    home.mkdir()
-    port = free_port()
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "edgefm-test"\n\n[superlink.edgefm-test]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
-    )
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "FLWR_HOME": str(home),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
-    from edgefm.data.sources import data_dir
+    from edgefm.fl.loopback import Loopback
 
-    env["EDGEFM_DATA_DIR"] = str(data_dir())
-    procs = []
-
-    def start(*cmd: str, log: str) -> None:
-        procs.append(
-            subprocess.Popen(
-                cmd,
-                env=env,
-                cwd=tmp_path,
-                stdout=open(tmp_path / log, "w"),  # noqa: SIM115 - lives as long as the process
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-
-    try:
-        start(
-            str(bin_dir / "flower-superlink"),
-            "--insecure",
-            "--isolation",
-            "subprocess",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--database",
-            ":flwr-in-memory:",
-            log="superlink.log",
-        )
-        time.sleep(4)
+    with Loopback(tmp_path) as lb:
+        lb.start_superlink()
         for k in range(2):
-            start(
-                str(bin_dir / "flower-supernode"),
-                "--insecure",
-                "--superlink",
-                f"127.0.0.1:{port}",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(free_port()),
-                "--node-config",
-                f"partition-id={k} num-partitions=2",
-                log=f"node{k}.log",
-            )
+            lb.start_node(k, 2)
         time.sleep(3)
-        run_dir = tmp_path / "run"
-        overrides = " ".join(x for x in TINY if not x.startswith("clients=")) + " clients=2"
-        result = subprocess.run(
-            [
-                str(bin_dir / "flwr"),
-                "run",
-                str(ROOT / "configs" / "flower_app"),
-                "edgefm-test",
-                "--stream",
-                "--run-config",
-                f"edgefm-config='{ROOT / 'configs' / 'tiny.yaml'}' edgefm-set='{overrides}' edgefm-run-dir='{run_dir}'",
-            ],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert (run_dir / "metrics.jsonl").is_file(), result.stdout[-3000:] + result.stderr[-3000:]
-        done = rows(run_dir / "metrics.jsonl")
-        assert [r["round"] for r in done] == [1, 2] and all(r["accepted"] == 2 for r in done)
-        assert all(r["bytes_up"] > 0 for r in done)
-    finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        result = lb.run(ROOT / "configs" / "tiny.yaml", DEPLOYED, tmp_path / "run", timeout=300)
+    run_dir = tmp_path / "run"
+    assert (run_dir / "metrics.jsonl").is_file(), result.stdout[-3000:] + result.stderr[-3000:]
+    done = rows(run_dir / "metrics.jsonl")
+    assert [r["round"] for r in done] == [1, 2] and all(r["accepted"] == 2 for r in done)
+    assert all(r["bytes_up"] > 0 for r in done)
+    # the deployed server writes the folder `edgefm train` writes: summary, report, tokenizer
+    from edgefm.api import open_run
+
+    run = open_run(run_dir)
+    assert run.summary["rounds"] == 2 and run.summary["final_accuracy"] == pytest.approx(done[-1]["accuracy"])
+    assert run.report.is_file() and (run_dir / "tokenizer").is_dir()
+
+
+@pytest.mark.slow
+def test_tls_deployment_admits_only_registered_supernodes(tmp_path):
+    """TLS with a CA made here, ``--enable-supernode-auth``: two SuperNodes whose public keys were
+    registered with ``flwr supernode register`` train a run over TLS; a third, with a valid key
+    pair that was never registered, is refused and exits."""
+    from edgefm.fl.loopback import Loopback, make_node_key
+
+    with Loopback(tmp_path, tls=True, auth=True) as lb:
+        lb.start_superlink()
+        keys = [make_node_key(tmp_path / "keys", f"node{k}") for k in range(3)]
+        for _, public in keys[:2]:
+            reg = lb.register(public)
+            assert reg.returncode == 0 and "registered successfully" in reg.stdout, reg.stdout + reg.stderr
+        for k in range(2):
+            lb.start_node(k, 2, keys[k][0])
+        stranger = lb.start_node(2, 2, keys[2][0])
+        time.sleep(3)
+        result = lb.run(ROOT / "configs" / "tiny.yaml", DEPLOYED, tmp_path / "run", timeout=300)
+        listed = lb.flwr("supernode", "list", lb.connection, "--format", "json", timeout=60)
+        assert stranger.wait(timeout=120) != 0  # the unregistered node gives up
+        # the link really is TLS: the CA the nodes trust signed the certificate the SuperLink serves
+        ctx = ssl.create_default_context(cafile=str(lb.ca))
+        with (
+            socket.create_connection(("127.0.0.1", lb.port)) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.version() in {"TLSv1.2", "TLSv1.3"}
+    run_dir = tmp_path / "run"
+    assert (run_dir / "metrics.jsonl").is_file(), result.stdout[-3000:] + result.stderr[-3000:]
+    assert [r["accepted"] for r in rows(run_dir / "metrics.jsonl")] == [2, 2]
+    assert "Failed to activate SuperNode" in (tmp_path / "node2.log").read_text()
+    assert listed.stdout.count('"online"') == 2, listed.stdout
 
 
 @pytest.mark.slow
@@ -284,3 +238,84 @@ def test_split_learning_on_flower_matches_inprocess(tmp_path):
         assert ok and all(r["wire_bytes_up"] > r["bytes_up"] > r["client_act_bytes_up"] > 0 for r in ok)
     reasons = [r["reason"] for r in b.clients if r["status"] == "dropped"]
     assert any("disconnected in split step" in x for x in reasons) and any("sat out" in x for x in reasons)
+
+
+class _RestartingGrid:
+    """A Grid whose nodes answer at once. ``restart`` gives a partition a new node id, as the
+    SuperLink does when a killed SuperNode comes back; ``kill`` leaves a node dead, and, as
+    Flower does, the SuperLink itself (node 1) answers its messages with an error."""
+
+    def __init__(self, parts: int):
+        self.node_part = {100 + k: k for k in range(parts)}
+        self.sent: list[tuple[str, int]] = []
+
+    def restart(self, part: int, new_id: int) -> None:
+        self.node_part = {n: p for n, p in self.node_part.items() if p != part} | {new_id: part}
+
+    def kill(self, part: int) -> None:
+        self.node_part = {n: p for n, p in self.node_part.items() if p != part}
+
+    def get_node_ids(self):
+        return list(self.node_part)
+
+    def send_and_receive(self, msgs, timeout=None):
+        import torch
+        from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
+        from flwr.supercore.task_identity import TaskIdentity
+
+        out = []
+        for i, m in enumerate(msgs):
+            m.metadata.__dict__["_message_id"] = f"{len(self.sent)}-{i}"  # as Flower's grid does on sending
+            node = m.metadata.dst_node_id
+            self.sent.append((m.metadata.message_type, node))
+            TaskIdentity.node_id = node if node in self.node_part else 1
+            if node not in self.node_part:
+                out.append(Message(Error(code=3, reason="node unavailable"), reply_to=m))
+            elif m.metadata.message_type == MessageType.QUERY:
+                part = self.node_part[node]
+                out.append(m.create_reply(RecordDict({"node": ConfigRecord({"partition-id": part})})))
+            elif m.metadata.message_type == MessageType.TRAIN:
+                numbers = {"num_examples": 5, "flops": 1.0, "extra_bytes_up": 0, "colocated": 0, "has_private": 0}
+                payload = ArrayRecord.from_torch_state_dict({"w": torch.ones(2)})
+                out.append(m.create_reply(RecordDict({"payload": payload, "update": MetricRecord(numbers)})))
+            else:
+                part = self.node_part[node]
+                out.append(m.create_reply(RecordDict({"metrics": MetricRecord({"local.accuracy": float(part)})})))
+            TaskIdentity.node_id = 1  # back to the server's
+        return out
+
+
+def test_a_restarted_supernode_gets_its_partition_back_and_a_dead_one_is_a_drop():
+    from types import SimpleNamespace
+
+    from flwr.app import MessageType
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from edgefm.fl.flower import FlowerTransport
+    from edgefm.fl.strategy import ClientTask
+
+    cfg = config.load(None, ["clients=3"])
+    strategy = SimpleNamespace(interactive=False, finish=lambda task, update: update)
+    sc = SimpleNamespace(cfg=cfg, clients=[None] * 3, strategy=strategy)
+    grid = _RestartingGrid(3)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1  # as Flower sets in a ServerApp
+    try:
+        t = FlowerTransport(grid, sc, "yaml")
+        assert t.node_of == {0: 100, 1: 101, 2: 102}
+        grid.restart(1, 205)  # partition 1's node was killed and came back as node 205
+        grid.kill(2)  # partition 2's node is gone for good
+        grid.sent.clear()
+        replies = t.train(2, {k: ClientTask(k, 2, {}, {}) for k in range(3)})
+        # only the new node is asked its partition; partition 1's task goes to it
+        assert [n for kind, n in grid.sent if kind == MessageType.QUERY] == [205]
+        assert sorted(n for kind, n in grid.sent if kind == MessageType.TRAIN) == [100, 102, 205]
+        by = {r.client_id: r for r in replies}
+        assert sorted(by) == [0, 1, 2] and by[0].update is not None and by[1].update is not None
+        assert by[2].update is None and "node unavailable" in by[2].error  # answered for by the SuperLink
+        grid.sent.clear()
+        evals = t.evaluate_clients(2, {})  # nothing new joined: no query
+        assert all(kind != MessageType.QUERY for kind, _ in grid.sent)
+        assert sorted(e.local["accuracy"] for e in evals) == [0.0, 1.0]
+    finally:
+        TaskIdentity.run_id = None
+        TaskIdentity.node_id = TaskIdentity.task_id = None

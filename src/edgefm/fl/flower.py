@@ -20,7 +20,8 @@ nodes and not in the checkpoint. With CUDA present (and ``device`` not ``cpu``) 
 node gets an equal share of the GPUs.
 
 Nodes learn the run's resolved config from every message (a few KB of YAML, in the wire bytes),
-and the server maps partitions to nodes with one ``query`` round.
+and the server maps partitions to nodes with one ``query`` round, asking again whenever a node it
+has not seen joins (a restarted SuperNode comes back under a new node id).
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ class FlowerTransport:
         self.timeout = scenario.cfg.flower.round_timeout
         self.threads = scenario.cfg.flower.client_cpus
         self.private_on_nodes: set[int] = set()
+        self.asked: set[int] = set()  # nodes whose partition we asked (restarted nodes are new ones)
         self.node_of = self._discover()
 
     def _discover(self) -> dict[int, int]:
@@ -200,6 +202,18 @@ class FlowerTransport:
             nodes = list(self.grid.get_node_ids())
         if len(nodes) < want:
             raise EdgefmError(f"only {len(nodes)} Flower nodes joined; expected one per client ({want})")
+        mapping, errors = self._ask(nodes)
+        missing = sorted(set(range(want)) - set(mapping))
+        if missing:
+            why = f" (a node answered: {errors[0]})" if errors else f" (no answer within {self.timeout:.0f} s)"
+            raise EdgefmError(
+                f"no Flower node holds partition(s) {missing[:5]}{why}; start one SuperNode per partition"
+            )
+        return mapping
+
+    def _ask(self, nodes: list[int]) -> tuple[dict[int, int], list[str]]:
+        """Which partition each of ``nodes`` holds (one ``query`` round), and the errors met."""
+        self.asked |= set(nodes)
         msgs = [
             Message(
                 RecordDict({"task": ConfigRecord({CONFIG_KEY: self.cfg_yaml})}),
@@ -214,13 +228,21 @@ class FlowerTransport:
                 errors.append(reply.error.reason)
                 continue
             mapping[int(reply.content["node"]["partition-id"])] = reply.metadata.src_node_id
-        missing = sorted(set(range(want)) - set(mapping))
-        if missing:
-            why = f" (a node answered: {errors[0]})" if errors else f" (no answer within {self.timeout:.0f} s)"
-            raise EdgefmError(
-                f"no Flower node holds partition(s) {missing[:5]}{why}; start one SuperNode per partition"
-            )
-        return mapping
+        return mapping, errors
+
+    def _refresh(self) -> None:
+        """Follow restarted SuperNodes: a node that comes back gets a new node id from the
+        SuperLink, so nodes not seen before are asked their partition before each round's
+        messages, and a partition found on a new node is sent there from now on. A node that
+        is gone simply does not answer (its client is dropped for the round, as any failure)."""
+        new = [n for n in self.grid.get_node_ids() if n not in self.asked]
+        if not new:
+            return
+        found, _ = self._ask(new)
+        for part, node in sorted(found.items()):
+            if 0 <= part < len(self.sc.clients) and self.node_of.get(part) != node:
+                log.warning("partition %d moved from Flower node %s to node %d", part, self.node_of.get(part), node)
+                self.node_of[part] = node
 
     def _message(self, cid: int, rnd: int, content: RecordDict, kind: str) -> Message:
         """The message to client ``cid``'s node (tests override this seam to inject faults)."""
@@ -242,6 +264,7 @@ class FlowerTransport:
         return content
 
     def train(self, rnd: int, tasks: dict[int, ClientTask]) -> list[Reply]:
+        self._refresh()
         strategy = self.sc.strategy
         if not strategy.interactive:
             return self._train_group(rnd, tasks)
@@ -259,13 +282,21 @@ class FlowerTransport:
         steps = {cid: 0 for cid in tasks}
         replies = []
         while pending:
-            msgs = []
+            msgs, order = [], list(pending)
             for cid, content in pending.items():
                 down[cid] += sum(r.count_bytes() for r in content.array_records.values())
                 msgs.append(self._message(cid, rnd, content, MessageType.TRAIN))
             pending = {}
-            for reply in self.grid.send_and_receive(msgs, timeout=self.timeout):
-                cid = by_node[reply.metadata.src_node_id]
+            got = list(self.grid.send_and_receive(msgs, timeout=self.timeout))
+            # the grid gave each message its id as it sent it; a node that is gone is answered for
+            # by the SuperLink itself (its own node id), so a reply is matched by what it answers
+            sent = {m.metadata.message_id: cid for m, cid in zip(msgs, order, strict=True) if m.metadata.message_id}
+            for reply in got:
+                cid = sent.get(reply.metadata.reply_to_message_id)
+                cid = by_node.get(reply.metadata.src_node_id) if cid is None else cid
+                if cid is None:
+                    log.warning("round %d: a reply nobody was asked for (%s)", rnd, reply.metadata.reply_to_message_id)
+                    continue
                 if not reply.has_error() and "up" in reply.content.array_records:
                     try:  # the server's half of the step; a reply it cannot use drops the client
                         record = reply.content["up"]
@@ -308,6 +339,7 @@ class FlowerTransport:
         return Reply(cid, update, wire_bytes_up=up + payload_rec.count_bytes(), wire_bytes_down=down)
 
     def evaluate_clients(self, rnd: int, state: Tensors) -> list[ClientEval]:
+        self._refresh()
         content = RecordDict(
             {
                 "task": ConfigRecord({CONFIG_KEY: self.cfg_yaml, "threads": self.threads}),
@@ -403,11 +435,17 @@ def _deployed_main(grid: Grid, context: Context) -> None:
                 config.RunConfig, config.merge(config.yaml.safe_load(value) or {}, config.parse_overrides(overrides))
             )
         )
-    run_dir = context.run_config.get(RUN_DIR_KEY)
-    if run_dir:
-        Path(str(run_dir)).mkdir(parents=True, exist_ok=True)
-        (Path(str(run_dir)) / "config.yaml").write_text(text)
-    _server_main(grid, text, Path(str(run_dir)) if run_dir else None, None)
+    sc = build(config.loads(text))
+    run_dir = Path(str(context.run_config[RUN_DIR_KEY])) if context.run_config.get(RUN_DIR_KEY) else None
+    if run_dir is not None:  # the same folder as `edgefm train` writes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(text)
+        sc.workbench.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+    _server_main(grid, text, run_dir, None, scenario=sc)
+    if run_dir is not None:
+        from edgefm.report.html import finish_run
+
+        finish_run(run_dir, sc)
 
 
 def run_simulation(

@@ -66,6 +66,22 @@ def headline(run: dict[str, Any]) -> tuple[str, str]:
     return ("log_ppl", "client_log_ppl_mean") if task_of(run) == "lm" else ("accuracy", "client_acc_mean")
 
 
+def finish_run(run_dir: Path, scenario) -> None:
+    """Write what a finished run folder holds beside the round loop's files, ``summary.json``
+    and ``report.html``: for every engine, a Flower deployment's server included."""
+    run = read_run(run_dir)
+    total = scenario.workbench.parameter_counts()["total"]
+    trainable = scenario.strategy.trainable_parameters(scenario.workbench)
+    extra = {
+        "parameters_total": total,
+        "parameters_trainable": trainable,
+        "trainable_percent": 100.0 * trainable / total,
+        "devices": [d.to_dict() for d in scenario.devices],
+    }
+    (run_dir / "summary.json").write_text(json.dumps(build_summary(run, extra), indent=2))
+    write_report([run_dir], run_dir / "report.html")
+
+
 def build_summary(run: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Headline numbers of a run from its round and client rows (accuracy for classification;
     log-perplexity, perplexity and token accuracy, overall and per domain, for language models)."""
