@@ -18,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,flower]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,flower,tracking]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -12,12 +12,15 @@ the drop against the same rule with no attacker (and against the plain mean with
 Faults (``--part faults``): the same runs, no attacker, with devices dropping out of each round
 at 0, 25 and 50 % (``faults.dropout``, seeded per device and round).
 
+Stragglers (``--part stragglers``): the same runs with a round deadline in simulated seconds
+(``faults.deadline``) that cuts the slowest devices' updates.
+
 Privacy (``--part privacy``): the same runs, no attacker, under client-level DP-FedAvg
 (``privacy.*``, ``fl/privacy.py``) at epsilon 1, 4 and 16 (delta 1e-5, the whole run), with the
 clipping bound C = 0.5 (about the median change norm of these clients: 0.52-0.56 over the
 rounds) and, to separate clipping's cost from the noise's, clipping alone (sigma 0).
 
-    python -m benchmarks.reliability [--part byzantine|faults|privacy|render] [--seeds 0 1 2] [--rules mean ...]
+    python -m benchmarks.reliability [--part byzantine|faults|stragglers|privacy|render] [--seeds 0 1 2] [--rules mean ...]
 
 Rows already in the JSON are kept (a Byzantine setting is re-run only when asked for by --rules).
 """
@@ -89,6 +92,46 @@ def dropouts(seeds: list[int]) -> list[dict]:
     return rows
 
 
+def stragglers(seeds: list[int]) -> list[dict]:
+    """No deadline, then deadlines at the 90th and 60th percentile of the devices' simulated round
+    times in the seed's run without one (about 1 and 4 of 10 devices cut each round)."""
+    rows: dict[str, dict] = {}
+    for s in seeds:
+        sets = [*BASE, f"seed={s}"]
+        free = Engine(build(config.load(CONFIG, sets))).run()["ledger"]
+        times = [c["seconds"] for c in free.clients if c["status"] == "ok"]
+        runs = [("none", None, free)]
+        for q in (90, 60):
+            deadline = float(np.percentile(times, q))
+            out = Engine(build(config.load(CONFIG, [*sets, f"faults.deadline={deadline}"]))).run()["ledger"]
+            runs.append((f"p{q} of round times", deadline, out))
+        for label, deadline, ledger in runs:
+            row = rows.setdefault(label, {"deadline": label, "runs": []})
+            row["runs"].append(
+                (
+                    float(ledger.rounds[-1]["accuracy"]),
+                    sum(c["status"] == "dropped" and "straggler" in c["reason"] for c in ledger.clients),
+                    float(ledger.rounds[-1]["sim_elapsed_s"]),
+                    deadline,
+                )
+            )
+        print(s, [(label, ledger.rounds[-1]["accuracy"]) for label, _, ledger in runs], flush=True)
+    out = []
+    for row in rows.values():
+        runs = row.pop("runs")
+        deadlines = [d for *_, d in runs if d is not None]
+        out.append(
+            {
+                **row,
+                "deadline s (mean over seeds)": float(np.mean(deadlines)) if deadlines else None,
+                "stragglers cut (all rounds, mean)": float(np.mean([n for _, n, _, _ in runs])),
+                "simulated s (whole run, mean)": float(np.mean([t for _, _, t, _ in runs])),
+                **stats([a for a, *_ in runs]),
+            }
+        )
+    return out
+
+
 def stats(accs: list[float]) -> dict:
     return {
         "accuracy": float(np.mean(accs)),
@@ -141,6 +184,10 @@ client's change, scale +4x, noise Gaussian noise of 4x the change's RMS."""
 FAULT_NOTES = """Each device asked to train drops out of a round with the given chance (never contacted; the
 ledger records it as dropped with the reason); the round merges the rest; 10 devices, 3 rounds."""
 
+STRAGGLER_NOTES = """``faults.deadline``: a device whose simulated round time (download, compute, upload, from its
+device profile) passes the deadline is a straggler: its update is discarded and the round lasts
+until the deadline. The deadline is set per seed from that seed's run without one."""
+
 PRIVACY_NOTES = """Client-level DP-FedAvg: each client's change clipped to L2 norm 0.5, Gaussian noise of std sigma x
 0.5 on the sum, divided by the 10 expected participants; every client every round (q = 1, no
 amplification by sampling); epsilon over the whole run (3 rounds) at delta 1e-5, from opacus's RDP
@@ -164,6 +211,8 @@ def render(data: dict) -> str:
     ]
     if data.get("faults"):
         lines += ["", "## Devices dropping out", "", *table(data["faults"]), "", FAULT_NOTES]
+    if data.get("stragglers"):
+        lines += ["", "## Stragglers past a round deadline", "", *table(data["stragglers"]), "", STRAGGLER_NOTES]
     if data.get("privacy"):
         lines += ["", "## Differential privacy", "", *table(data["privacy"]), "", PRIVACY_NOTES]
     return "\n".join(lines) + "\n"
@@ -171,7 +220,7 @@ def render(data: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["byzantine", "faults", "privacy", "render"], default="byzantine")
+    ap.add_argument("--part", choices=["byzantine", "faults", "stragglers", "privacy", "render"], default="byzantine")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rules", nargs="+", default=RULES)
     args = ap.parse_args()
@@ -182,6 +231,8 @@ def main() -> None:
         data["rows"], data["seeds"] = byzantine(args.seeds, args.rules, data["rows"]), args.seeds
     elif args.part == "faults":
         data["faults"] = dropouts(args.seeds)
+    elif args.part == "stragglers":
+        data["stragglers"] = stragglers(args.seeds)
     elif args.part == "privacy":
         data["privacy"] = privacy(args.seeds)
     data.update(benchmark="reliability", machine=machine())

@@ -1,6 +1,8 @@
 """Every registered method, end to end through the CLI as a user types it, on each task it trains:
 a classifier 2 rounds on the tiny config, then ``robust --run`` and ``export`` on the run folder;
-a language model, then ``export`` and ``generate``. The final figures are pinned
+a language model, then ``export`` and ``generate``. ``export --out DIR`` writes each run's model
+as a folder plain transformers loads, and the loaded model gives the run's outputs (methods whose
+model is no single transformers model are refused with the reason). The final figures are pinned
 (torchtune-style golden numbers), so a silent change in any method's numerics fails here, and a
 method registered later is covered the day it is registered: it fails until its figures are
 pinned below."""
@@ -109,6 +111,47 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
+# methods whose model is a mixture with its gate, or two halves, not one transformers model
+NOT_ONE_MODEL = {"fedms"}
+
+
+def export_loads_in_transformers(runner: CliRunner, run: Path, out: Path, name: str) -> None:
+    """``export --out DIR``; the first model's folder, loaded with plain transformers (the
+    classifier's head from ``classifier.safetensors``), gives the run's model's outputs."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from edgefm.fl import trained
+
+    result = runner.invoke(app, ["export", str(run), "--out", str(out)])
+    if name in NOT_ONE_MODEL:
+        assert result.exit_code == 2 and "not one transformers model" in result.output, result.output
+        return
+    assert result.exit_code == 0, result.output
+    table = json.loads((out / "models.json").read_text())["models"]
+    folder = Path(table[0]["folder"])
+    tr = trained.open_run(run)
+    sc = tr.scenario
+    label, private, client = tr.models()[0]
+    assert folder.name == f"{label}-full"
+    module, _ = sc.strategy.export(sc.workbench, tr.ckpt.state, private, "full", False, client)
+    ids = [torch.as_tensor(x[:12]) for x in sc.test.ids[:4]]
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(x), dtype=torch.long) for x in ids], batch_first=True)
+    ids = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=sc.test.pad_id)
+    with torch.no_grad():
+        want = module.eval().float()(ids, mask)
+        meta = json.loads((folder / "edgefm.json").read_text())
+        if meta["kind"] == "causal_lm":
+            got = AutoModelForCausalLM.from_pretrained(folder)(input_ids=ids, attention_mask=mask).logits
+        else:
+            hidden = AutoModel.from_pretrained(folder)(input_ids=ids, attention_mask=mask).last_hidden_state
+            w = mask.unsqueeze(-1).float()
+            head = load_file(str(folder / "classifier.safetensors"))
+            got = ((hidden * w).sum(1) / w.sum(1)) @ head["weight"].T + head["bias"]
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
 CLASSIFY_METHODS = [n for n in registry.names("algorithm") if "classify" in registry.get("algorithm", n).tasks]
 
 
@@ -154,6 +197,8 @@ def test_train_then_robust_and_export(tmp_path, name):
         assert models[0]["accuracy"] == pytest.approx(last["accuracy"], abs=1e-12)
     else:  # per-client models, one per client
         assert [m["model"] for m in models] == [f"client{k}" for k in range(4)]
+
+    export_loads_in_transformers(runner, run, tmp_path / "hf", name)
 
     # robust --run judges those same models
     result = runner.invoke(app, ["robust", "--run", str(run), "--suite", "sst2,advglue-sst2", "--limit", "40"])
@@ -231,6 +276,7 @@ def test_language_model_train_then_export_and_generate(tmp_path, name):
     result = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "e.json")])
     assert result.exit_code == 0, result.output
     assert all(m["params"] > 0 for m in json.loads((tmp_path / "e.json").read_text())["models"])
+    export_loads_in_transformers(runner, run, tmp_path / "hf", name)
     texts = [
         runner.invoke(app, ["generate", str(run), "--prompt", "the markets", "--max-new-tokens", "8", "--seed", s])
         for s in ("1", "1", "2")

@@ -147,18 +147,21 @@ def _extended(run_dir: Path, cfg: RunConfig, overrides: list[str]) -> RunConfig:
 def execute(prepared: Prepared, callbacks=None) -> Run:
     """Train a prepared run into its folder and write its summary and report. ``callbacks``
     (``fl.simulation.Callbacks``) see every round, and their ``should_stop`` may end it early."""
+    from edgefm.fl import tracking
     from edgefm.fl.simulation import Engine
-    from edgefm.report.html import build_summary, read_run, write_report
+    from edgefm.report.html import finish_run
 
     p, cfg, run_dir = prepared, prepared.cfg, prepared.dir
     run_dir.mkdir(parents=True, exist_ok=True)
     if not p.resume:
         (run_dir / "config.yaml").write_text(config.dump(cfg))
         p.scenario.workbench.tokenizer.save_pretrained(str(run_dir / "tokenizer"))  # to use the models outside edgefm
-        for stale in ("metrics.jsonl", "clients.jsonl"):
+        for stale in ("metrics.jsonl", "clients.jsonl", "tracking.json"):
             (run_dir / stale).unlink(missing_ok=True)
     elif p.extended:
         (run_dir / "config.yaml").write_text(config.dump(cfg))  # the extended run resumes as such later
+    tracker = tracking.attach(cfg, run_dir, callbacks)
+    callbacks = tracker or callbacks
     if cfg.engine == "flower":
         try:
             from edgefm.fl.flower import run_simulation
@@ -167,17 +170,9 @@ def execute(prepared: Prepared, callbacks=None) -> Run:
         run_simulation(cfg, run_dir, callbacks, resume=p.resume, scenario=p.scenario)
     else:
         Engine(p.scenario, callbacks).run(run_dir, resume=p.resume)
-    run = read_run(run_dir)
-    counts = parameter_counts(p)
-    extra = {
-        "parameters_total": counts["total"],
-        "parameters_trainable": counts["trainable"],
-        "trainable_percent": 100.0 * counts["trainable"] / counts["total"],
-        "devices": [d.to_dict() for d in p.scenario.devices],
-    }
-    summary = build_summary(run, extra)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_report([run_dir], run_dir / "report.html")
+    finish_run(run_dir, p.scenario)
+    if tracker is not None:
+        tracker.close()
     return Run(run_dir)
 
 

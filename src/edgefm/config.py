@@ -305,6 +305,9 @@ class AlgorithmConfig:
             raise ConfigError(f"{join(prefix, 'name')}: {exc}") from None
 
 
+TRACKERS = ("none", "mlflow", "tensorboard", "wandb")  # tracking's values (fl/tracking.py)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0  # seeds everything: data split, devices, sampling, initialisation; same seed, same numbers
@@ -324,6 +327,9 @@ class RunConfig:
     # to the OS (glibc malloc_trim, fl/heap.py): peak memory of 1,000 clients stays near one
     # client's, at the price of faulting pages in again (benchmarks/results/client_memory.md)
     trim_memory: bool = False
+    # experiment tracking (fl/tracking.py): none, or mlflow, tensorboard, wandb, comma-separated;
+    # mlflow logs to $MLFLOW_TRACKING_URI, else a SQLite store mlflow.db beside the run folder
+    tracking: str = "none"
     data: DataConfig = field(default_factory=DataConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -344,6 +350,11 @@ class RunConfig:
         check_range("eval_every", self.eval_every, lo=1)
         check_range("max_examples", self.max_examples, lo=1)
         check_range("private_memory_mb", self.private_memory_mb, lo=0.0)
+        if not isinstance(self.tracking, str) or any(b.strip() not in TRACKERS for b in self.tracking.split(",")):
+            raise ConfigError(
+                f"tracking: {self.tracking!r}; expected none, or one or more of mlflow, tensorboard, wandb "
+                "separated by commas"
+            )
         if self.task not in type(self.algorithm).tasks:
             raise ConfigError(
                 f"task: algorithm {self.algorithm.name!r} does not train {self.task!r}; expected one of "

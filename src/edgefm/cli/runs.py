@@ -37,21 +37,39 @@ def export(
     client: list[int] = typer.Option(
         [], "--client", help="Only this client's own model (runs with per-client models); repeatable."
     ),
-    out: Path | None = typer.Option(None, "--out", help="Also write the table as JSON here."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="A folder: each model as a save_pretrained folder DIR/MODEL-BUDGET (transformers loads it) and "
+        "the table as DIR/models.json. A path ending in .json: the table only.",
+    ),
+    adapter: bool = typer.Option(
+        False, "--adapter", help="Keep LoRA apart: DIR/MODEL-BUDGET/base plus a peft adapter folder (else merged)."
+    ),
     spp: bool = typer.Option(
         False, "--spp", help="Reorder by salience before cutting (a RaFFM model trained without SPP)."
     ),
 ) -> None:
-    """The models a run ended with, cut to device budgets without retraining: accuracy, size, FLOPs."""
+    """The models a run ended with, cut to device budgets without retraining: accuracy, size, FLOPs;
+    with --out DIR, written as folders transformers and peft load."""
     from edgefm.fl import trained
 
+    table_only = out is None or out.suffix == ".json"
+    if out is not None and not table_only and (out.is_file() or any(p.is_file() for p in out.parents)):
+        fail(f"--out {str(out)!r}: a file is in the way; expected a folder (or a .json path for the table)")
+    if adapter and table_only:
+        fail("--adapter: writes model folders; expected --out DIR")
     try:
         with console.status("loading the run"):
             run = trained.open_run(run_dir)
-        with console.status("cutting and measuring the models"):
-            result = trained.export(run, budget, client or None, reorder=spp)
+        with console.status("cutting, measuring and writing the models" if not table_only else "cutting the models"):
+            result = trained.export(
+                run, budget, client or None, reorder=spp, save_to=None if table_only else out, adapter=adapter
+            )
     except EdgefmError as exc:
         fail(str(exc))
+    if out is not None and not table_only:
+        out = out / "models.json"
     rows = result["models"]
     # the task's figures (accuracy; log-perplexity...) and whatever else the method says about its
     # models (e.g. RaFFM's widths), where it fits a cell

@@ -63,11 +63,20 @@ def open_run(run_dir: Path, flag: str = "") -> TrainedRun:
 
 
 def export(
-    run: TrainedRun, budgets: list[str], clients: list[int] | None = None, reorder: bool = False
+    run: TrainedRun,
+    budgets: list[str],
+    clients: list[int] | None = None,
+    reorder: bool = False,
+    save_to: Path | None = None,
+    adapter: bool = False,
 ) -> dict[str, Any]:
     """Each model the run ended with, cut to each budget by its Strategy (``full``: as trained;
     ``reorder``: salience order first), with its test figures, size and inference FLOPs per
-    example (per block, for a language model) at the run's sequence length."""
+    example (per block, for a language model) at the run's sequence length. ``save_to``: also
+    write each as a folder transformers loads, ``save_to/MODEL-BUDGET`` (``models/hf_export.py``;
+    ``adapter``: LoRA apart, as a peft adapter)."""
+    from edgefm.models import hf_export
+
     sc = run.scenario
     wb, strategy = sc.workbench, sc.strategy
     seq_len = run.cfg.data.block_length if run.cfg.task == "lm" else run.cfg.data.max_length
@@ -76,6 +85,9 @@ def export(
         for budget in budgets:
             module, info = strategy.export(wb, run.ckpt.state, private, budget, reorder, client)
             params = sum(p.numel() for p in module.parameters())
+            if save_to is not None:
+                facts = {"run": str(run.run_dir), "round": run.ckpt.round, "model": name, "budget": budget}
+                info = {**info, **hf_export.save(module, wb.tokenizer, save_to / f"{name}-{budget}", adapter, facts)}
             rows.append(
                 {
                     "model": name,
