@@ -177,11 +177,7 @@ def execute(prepared: Prepared, callbacks=None) -> Run:
 
 
 def parameter_counts(prepared: Prepared) -> dict[str, int]:
-    sc = prepared.scenario
-    return {
-        "total": sc.workbench.parameter_counts()["total"],
-        "trainable": sc.strategy.trainable_parameters(sc.workbench),
-    }
+    return prepared.scenario.parameter_counts()
 
 
 def train(

@@ -33,6 +33,13 @@ class Scenario:
     task: tasks.Task
     public: Encoded | None = None  # server-side data, disjoint from every device's and the test's
 
+    def parameter_counts(self) -> dict[str, int]:
+        """The model's parameters, and those the method trains (what a run summary reports)."""
+        return {
+            "total": self.workbench.parameter_counts()["total"],
+            "trainable": self.strategy.trainable_parameters(self.workbench),
+        }
+
 
 def public_split(cfg: RunConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows held by the server, rows left for the devices) of the training pool (seeded)."""

@@ -70,12 +70,11 @@ def finish_run(run_dir: Path, scenario) -> None:
     """Write what a finished run folder holds beside the round loop's files, ``summary.json``
     and ``report.html``: for every engine, a Flower deployment's server included."""
     run = read_run(run_dir)
-    total = scenario.workbench.parameter_counts()["total"]
-    trainable = scenario.strategy.trainable_parameters(scenario.workbench)
+    counts = scenario.parameter_counts()
     extra = {
-        "parameters_total": total,
-        "parameters_trainable": trainable,
-        "trainable_percent": 100.0 * trainable / total,
+        "parameters_total": counts["total"],
+        "parameters_trainable": counts["trainable"],
+        "trainable_percent": 100.0 * counts["trainable"] / counts["total"],
         "devices": [d.to_dict() for d in scenario.devices],
     }
     (run_dir / "summary.json").write_text(json.dumps(build_summary(run, extra), indent=2))
