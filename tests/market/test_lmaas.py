@@ -134,6 +134,45 @@ def test_imp_beats_seller_baselines():
     assert v >= B.random_prices(inst, np.random.default_rng(0))[1]
 
 
+def test_spread_markets_are_spread_and_heavy_tailed():
+    inst = lmaas.generate_spread(4000, 6, np.random.default_rng(1))
+    assert inst.cost.max() / inst.cost.min() > 20 and inst.accuracy.max() - inst.accuracy.min() > 0.4
+    assert np.all(np.diff(inst.accuracy) >= 0)  # better models cost more to run, on the whole
+    alpha = np.sort(inst.alpha)
+    assert alpha[0] >= 5.0 and alpha[-1] / np.median(alpha) > 50  # Pareto: a few value it far above the median
+    assert alpha[-40:].sum() > 0.1 * alpha.sum()  # the top 1% hold over a tenth of all value
+    again = lmaas.generate_spread(4000, 6, np.random.default_rng(1))
+    assert np.array_equal(again.alpha, inst.alpha) and np.array_equal(again.cost, inst.cost)
+    with pytest.raises(InstanceError, match="tail 1"):
+        lmaas.generate_spread(5, 2, np.random.default_rng(0), tail=1.0)
+
+
+def test_spread_markets_separate_imp_from_one_price():
+    """Where costs spread over decades, one price for every model falls well short of the optimum
+    while IMP stays near it; a single markup over costs sits in between."""
+    gaps = []
+    for seed in range(6):
+        rng = np.random.default_rng([seed, 300])
+        inst = lmaas.generate_spread(30, 3, rng)
+        _, best = B.exhaustive(inst, points=25)
+        k = inst.train_cost.sum()
+        ours = seller_profit(inst, imp(inst)[0]) + k
+        assert ours >= 0.98 * (best + k)
+        uniform, markup = B.uniform_price(inst)[1] + k, B.best_markup(inst)[1] + k
+        assert markup <= ours + 1e-9 and uniform <= ours + 1e-9
+        gaps.append(uniform / (best + k))
+    assert min(gaps) < 0.9
+
+
+def test_best_markup_follows_costs():
+    inst = lmaas.generate_spread(200, 3, np.random.default_rng(2))
+    prices, value = B.best_markup(inst)
+    ratio = prices / inst.cost
+    assert np.allclose(ratio, ratio[0]) or np.any(np.isclose(prices, inst.p_max))  # one markup, clipped at the top
+    assert value == pytest.approx(seller_profit(inst, prices))
+    assert value >= B.cost_plus(inst)[1] - 1e-9  # cost-plus 50% is one of the markups searched, up to the grid
+
+
 def test_robust_customers_beat_nominal_under_uncertainty():
     inst = generate(500, 3, np.random.default_rng(4), delta=0.4)
     prices, _ = imp(inst)
@@ -226,3 +265,9 @@ def test_cli_generate_and_solve(tmp_path):
     assert r.exit_code == 2 and "p_min[0]" in r.output and not (tmp_path / "x.json").exists()
     r = runner.invoke(app, ["market", "lmaas", "--generate", "x,y", "--instance", str(inst)])
     assert r.exit_code == 2
+    spread = tmp_path / "spread.json"
+    r = runner.invoke(app, ["market", "lmaas", "--generate", "40,3", "--family", "spread", "--instance", str(spread)])
+    assert r.exit_code == 0 and "spread family" in r.output
+    assert Instance.load(spread).cost.tolist() == lmaas.generate_spread(40, 3, np.random.default_rng(0)).cost.tolist()
+    r = runner.invoke(app, ["market", "lmaas", "--generate", "40,3", "--family", "wide", "--instance", str(spread)])
+    assert r.exit_code == 2 and "--family 'wide'" in r.output

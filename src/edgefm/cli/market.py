@@ -52,17 +52,27 @@ def market_lmaas(
     out: Path | None = typer.Option(None, "--out", help="Result JSON: prices, choices, durations, profits."),
     generate: str | None = typer.Option(None, "--generate", help="N_CUSTOMERS,N_MODELS: write a random instance."),
     seed: int = typer.Option(0, "--seed", callback=seed_option, help="Seed for --generate."),
+    family: str = typer.Option(
+        "default", "--family", help="Generator for --generate: default, spread or unrelated (docs/lmaas.md)."
+    ),
 ) -> None:
     """Large-Model-as-a-Service pricing: IMP prices for the seller, RSR choices for customers."""
     import numpy as np
 
     from edgefm.market import lmaas
 
+    makers = {"default": lmaas.generate, "spread": lmaas.generate_spread, "unrelated": lmaas.generate_unrelated}
+    if family not in makers:
+        fail(f"--family {family!r}: expected one of {', '.join(makers)}")
+    if family != "default" and not generate:
+        fail(f"--family {family}: only picks the generator of --generate N_CUSTOMERS,N_MODELS")
+
     def make():
         n, m = _parse_pair(generate, "--generate", "N_CUSTOMERS,N_MODELS")
         if m < 1:
             fail(f"--generate {generate!r}: expected at least one model")
-        return lmaas.generate(n, m, np.random.default_rng(seed)), f"{n} customers, {m} models, seed {seed}"
+        made = makers[family](n, m, np.random.default_rng(seed))
+        return made, f"{n} customers, {m} models, {family} family, seed {seed}"
 
     try:
         inst = _instance(
@@ -110,13 +120,20 @@ def market_aeria(
         0, "--seed", callback=seed_option, help="Seed of the auction's randomness (and of --generate)."
     ),
     variant: str = typer.Option("threshold", "--variant", help="threshold (universally truthful) or consensus."),
+    pricing: str = typer.Option(
+        "per-user", "--pricing", help="per-user (a price per inference) or resource (a price per GFLOP/s of edge)."
+    ),
     generate: int | None = typer.Option(None, "--generate", help="N_USERS: write a random instance."),
     workload: str = typer.Option("resnet50", "--workload", help="Workload for --generate (see docs/aeria.md)."),
 ) -> None:
     """AERIA auction for edge inference: partitioning, consensus target, cost sharing."""
     import numpy as np
 
-    from edgefm.market import aeria
+    from edgefm.market import aeria, aeria_resource
+
+    auctions = {"per-user": aeria.run_auction, "resource": aeria_resource.run_resource_auction}
+    if pricing not in auctions:
+        fail(f"--pricing {pricing!r}: expected per-user or resource")
 
     def make():
         if generate < 0:
@@ -135,11 +152,11 @@ def market_aeria(
         )
         if inst is None:
             return
-        outcome = aeria.run_auction(inst, seed, variant)
+        outcome = auctions[pricing](inst, seed, variant)
     except EdgefmError as exc:
         fail(str(exc))
     console.print(
-        f"{len(outcome.winners)} of {inst.n_users} users win ({outcome.admitted} admitted); revenue "
+        f"{len(outcome.winners)} of {inst.n_users} users win ({outcome.admitted} admitted, {pricing} pricing); revenue "
         f"{outcome.revenue:.4f} (F2 {outcome.f2:.4f}, target {outcome.target:.4f}); EIP paid "
         f"{outcome.eip_payment:.4f}; {outcome.seconds * 1e3:.1f} ms",
         highlight=False,

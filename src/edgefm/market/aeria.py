@@ -63,22 +63,29 @@ class Plans:
     edge_gflops: np.ndarray
     cost: np.ndarray  # edge cost ($), inf if infeasible
     latency: np.ndarray  # seconds
+    demand: np.ndarray  # edge resource a_i (GFLOP/s) that finishes the edge part by the deadline
 
     @property
     def feasible(self) -> np.ndarray:
         return self.exit >= 0
 
 
-def partition(inst: Instance, placement: str = "aeria") -> Plans:
-    """The edge-cheapest (exit, cut) per user meeting accuracy and deadline (bid-independent).
+def partition(inst: Instance, placement: str = "aeria", objective: str = "cost") -> Plans:
+    """The edge-cheapest (exit, cut) per user meeting accuracy and deadline (bid-independent);
+    with ``objective="resource"`` the plan needing the least edge resource a_i = edge FLOPs /
+    (deadline - device time - network time) instead (ties: cheaper), as the resource-weighted
+    auction (``aeria_resource.py``) prices it.
 
     ``placement`` restricts the cuts for the baselines: ``device_only`` (everything on the
     device), ``edge_only`` (upload the input), ``fixed_cut`` (half-way to the exit)."""
     if placement not in PLACEMENTS:
         raise InstanceError(f"placement: {placement!r}; expected one of {', '.join(PLACEMENTS)}")
+    if objective not in ("cost", "resource"):
+        raise InstanceError(f"objective: {objective!r}; expected cost or resource")
     w, n = inst.workload, inst.n_users
     cum = np.concatenate([[0.0], np.cumsum(w.layer_flops)])
-    best = Plans(np.full(n, -1), np.zeros(n, dtype=int), np.zeros(n), np.full(n, np.inf), np.full(n, np.inf))
+    inf = np.full(n, np.inf)
+    best = Plans(np.full(n, -1), np.zeros(n, dtype=int), np.zeros(n), inf.copy(), inf.copy(), inf.copy())
     for e, (last, acc, head) in enumerate(zip(w.exit_after, w.exit_accuracy, w.exit_flops, strict=True)):
         ok_acc = inst.accuracy_req <= acc + 1e-12
         depth = last + 1  # layers up to and including the exit's layer
@@ -91,12 +98,18 @@ def partition(inst: Instance, placement: str = "aeria") -> Plans:
             latency = on_device / inst.device_flops + network + on_edge / inst.edge_flops
             cost = on_edge / 1e9 * inst.unit_cost
             ok = ok_acc & (latency <= inst.deadline)
-            better = ok & ((cost < best.cost) | ((cost == best.cost) & (latency < best.latency)))
+            with np.errstate(divide="ignore", invalid="ignore"):  # infeasible plans leave no slack
+                demand = np.where(ok, on_edge / 1e9 / (inst.deadline - (latency - on_edge / inst.edge_flops)), np.inf)
+            demand = np.where(ok & (on_edge == 0), 0.0, demand)
+            key, old = (cost, best.cost) if objective == "cost" else (demand, best.demand)
+            tie = cost < best.cost if objective == "resource" else latency < best.latency
+            better = ok & ((key < old) | ((key == old) & tie))
             best.exit[better], best.cut[better] = e, c
-            best.edge_gflops[better], best.cost[better], best.latency[better] = (
+            best.edge_gflops[better], best.cost[better], best.latency[better], best.demand[better] = (
                 on_edge[better] / 1e9,
                 cost[better],
                 latency[better],
+                demand[better],
             )
     return best
 
@@ -196,8 +209,15 @@ class Outcome:
     admitted: int  # users in the capacity pool
     pool: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # who was admitted
     seconds: float = 0.0
+    unit_prices: np.ndarray | None = None  # resource-weighted auction: $ per GFLOP/s offered each user
 
     def to_dict(self) -> dict[str, Any]:
+        out = self._fields()
+        if self.unit_prices is not None:
+            out["unit_prices"] = [None if not np.isfinite(p) else float(p) for p in self.unit_prices]
+        return out
+
+    def _fields(self) -> dict[str, Any]:
         return {
             "winners": self.winners.tolist(),
             "payments": self.payments.tolist(),

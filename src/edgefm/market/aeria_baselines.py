@@ -9,6 +9,9 @@ Pricing (each on the admitted users' net bids b' = bid - edge cost, the same poo
 - ``kth_price``: a uniform (k+1)-th price auction with supply k = half the admitted users.
 Placements: AERIA's auction with every plan forced to ``device_only``, ``edge_only`` or a
 ``fixed_cut`` half-way to the exit (``aeria.partition``).
+Resource-weighted (``aeria_resource.py``), on the same users' net densities d'_i and demands
+a_i: the omniscient unit price F^(1) = max_k d'_(k) A_k, RSOP on unit prices, and a posted unit
+margin over the hour's rental price.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgefm.market import aeria_resource
 from edgefm.market.aeria import Instance, capacity_pool, partition, run_auction
 
 
@@ -96,4 +100,37 @@ def all_placements(inst: Instance, seed: int) -> dict[str, dict[str, Any]]:
             "eip_payment": o.eip_payment,
             "mean_latency_s": float(plans.latency[o.winners].mean()) if len(o.winners) else float("nan"),
         }
+    return out
+
+
+def best_unit_price(d: np.ndarray, a: np.ndarray) -> tuple[float, float]:
+    """(unit price, revenue) of the best single unit price, for any order of the bids."""
+    order = np.argsort(-d, kind="stable")
+    d, a = np.maximum(d[order], 0.0), a[order]
+    if len(d) == 0:
+        return 0.0, 0.0
+    rev = d * np.cumsum(a)
+    k = int(np.argmax(rev))
+    return float(d[k]), float(rev[k])
+
+
+def resource_pricing(inst: Instance, seed: int, posted_margin: float) -> dict[str, dict[str, Any]]:
+    """Resource-weighted AERIA (both variants) and its baselines on one market."""
+    plans, order, d = aeria_resource.market(inst, seed)
+    a = plans.demand[order]
+    price, revenue = best_unit_price(d, a)
+    out = {"omniscient": {"revenue": revenue, "winners": int(np.sum(d >= price)) if revenue > 0 else 0}}
+    side = np.random.default_rng([seed, 2]).random(len(d)) < 0.5
+    rev = won = 0
+    for mine, other in ((side, ~side), (~side, side)):
+        p, _ = best_unit_price(d[mine], a[mine])
+        if p > 0:
+            sold = d[other] >= p
+            rev, won = rev + p * a[other][sold].sum(), won + int(sold.sum())
+    out["rsop"] = {"revenue": float(rev), "winners": won}
+    sold = d >= posted_margin
+    out["posted"] = {"revenue": float(posted_margin * a[sold].sum()), "winners": int(sold.sum())}
+    for variant in aeria_resource.VARIANTS:
+        o = aeria_resource.run_resource_auction(inst, seed, variant)
+        out[f"aeria_{variant}"] = {"revenue": o.revenue, "winners": len(o.winners)}
     return out

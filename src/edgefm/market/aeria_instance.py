@@ -18,7 +18,7 @@ from edgefm.market.workloads import load as load_workload
 
 MAX_BID = 1e12  # dollars: far above any real bid, and F2 (a product of bids) stays finite
 USER_FIELDS = ("bids", "accuracy_req", "deadline", "complexity", "device_flops", "uplink", "latency")
-EIP_FIELDS = ("edge_flops", "unit_cost", "capacity")
+EIP_FIELDS = ("edge_flops", "unit_cost", "capacity", "rental_price")
 
 
 class InstanceError(EdgefmError, ValueError):
@@ -38,6 +38,9 @@ class Instance:
     edge_flops: float = 4e12  # FLOP/s the edge gives one job
     unit_cost: float = 1e-3  # $ per GFLOP of edge compute
     capacity: float = float("inf")  # edge GFLOPs available in this round
+    # $ per GFLOP/s of edge resource reserved for one job: the resource-weighted auction's rental
+    # price and reserve (aeria_resource.py); 1e-4 = unit_cost x a 0.1 s edge window
+    rental_price: float = 1e-4
     base: float = 1.2  # consensus grid base c (public, fixed in advance; see docs/aeria.md)
     posted_price: float = 1.0  # the fixed posted-price baseline's service price ($)
     values: np.ndarray | None = None  # true values, for utilities (default: the bids)
@@ -59,7 +62,7 @@ class Instance:
         ]
         V.ranges(self, checks, "users", InstanceError)
         V.positive(self, ("edge_flops",), "eip", InstanceError)
-        V.positive(self, ("unit_cost",), "eip", InstanceError, allow_zero=True)
+        V.positive(self, ("unit_cost", "rental_price"), "eip", InstanceError, allow_zero=True)
         V.positive(self, ("posted_price",), "", InstanceError, allow_zero=True)
         if not self.capacity >= 0:  # +inf: no capacity limit
             raise InstanceError(f"eip.capacity: {self.capacity!r}; expected a non-negative number or null")

@@ -361,6 +361,41 @@ def generate_unrelated(n_customers: int, n_models: int, rng: np.random.Generator
     )
 
 
+def generate_spread(
+    n_customers: int, n_models: int, rng: np.random.Generator, delta: float | None = None, tail: float = 1.5
+) -> Instance:
+    """A market that can separate pricing rules (issue 21, item 4): models spread wide and
+    customers' values heavy-tailed.
+
+    Model quality q is sorted uniform; accuracy runs 0.3 -> 0.98 and the operating cost over two
+    decades (0.1 -> 10 $/h, +-30%) as q rises, prices in [cost, 20 cost]. Customers' value weights
+    alpha are Pareto with tail index ``tail`` (1.5: finite mean, infinite variance; a few
+    customers value the service 100x the median), their data demand log-normal. In
+    :func:`generate` costs sit within 6x of each other and values within 10x, so one price for
+    every model is within 5% of the optimum there (``benchmarks/results/lmaas.md``)."""
+    if n_customers < 0 or n_models < 1 or tail <= 1:
+        raise InstanceError(
+            f"generate_spread: {n_customers} customers, {n_models} models, tail {tail}; "
+            "expected >= 0, >= 1 and > 1 (a finite mean)"
+        )
+    q = np.sort(rng.uniform(0, 1, n_models))
+    cost = 0.1 * 100.0**q * rng.uniform(0.7, 1.3, n_models)
+    return Instance(
+        accuracy=0.3 + 0.68 * q,
+        rho=0.9 - 0.8 * q * rng.uniform(0.8, 1.0, n_models),
+        cost=cost,
+        train_cost=rng.uniform(0, 20, n_models),
+        p_min=cost,
+        p_max=cost * 20,
+        demand=np.exp(rng.normal(np.log(5_000), 1.0, n_customers)),
+        distance=rng.uniform(20, 200, n_customers),
+        delta=rng.uniform(0, 0.5, n_customers) if delta is None else np.full(n_customers, delta),
+        kappa=10 ** rng.uniform(-3, -2, n_customers),
+        energy_cap=10 ** rng.uniform(2.5, 4, n_customers),
+        alpha=5.0 * (1.0 + rng.pareto(tail, n_customers)),  # Lomax + 1: Pareto with minimum 5
+    )
+
+
 def as_json_dict(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
@@ -379,6 +414,7 @@ __all__ = [
     "Instance",
     "InstanceError",
     "generate",
+    "generate_spread",
     "generate_unrelated",
     "imp",
     "rsr",

@@ -7,7 +7,8 @@ customer who rented longer than its energy cap allows pays for the whole rental 
 transmit until the cap is reached.
 
 Seller: *exhaustive* joint grid search (the optimum up to the grid, small M only), *uniform*
-(one price for every model, searched), *cost-plus* (p = (1 + markup) c), *random* prices.
+(one price for every model, searched), *best markup* (one markup over every model's cost,
+searched), *cost-plus* (p = (1 + markup) c), *random* prices.
 
 Dynamics: a multi-period market where customers leave, arrive and drift; IMP re-prices each
 period warm-started from the last prices.
@@ -101,6 +102,17 @@ def exhaustive(inst: Instance, points: int = 40) -> tuple[np.ndarray, float]:
 def uniform_price(inst: Instance, points: int = 200) -> tuple[np.ndarray, float]:
     """One price for every model (clipped into each model's range), the best of a grid."""
     rows = np.clip(np.linspace(inst.p_min.min(), inst.p_max.max(), points)[:, None], inst.p_min, inst.p_max)
+    values = seller_profits(inst, rows)
+    k = int(np.argmax(values))
+    return rows[k], float(values[k])
+
+
+def best_markup(inst: Instance, points: int = 200) -> tuple[np.ndarray, float]:
+    """One markup for every model, p = k c (clipped into each range), the best k of a geometric
+    grid: a uniform rule that, unlike :func:`uniform_price`, follows models' costs."""
+    top = float(np.max(inst.p_max / np.maximum(inst.cost, 1e-12)))
+    ks = np.geomspace(1.0, max(top, 1.0 + 1e-9), points)
+    rows = np.clip(ks[:, None] * inst.cost[None, :], inst.p_min, inst.p_max)
     values = seller_profits(inst, rows)
     k = int(np.argmax(values))
     return rows[k], float(values[k])

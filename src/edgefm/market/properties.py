@@ -45,14 +45,25 @@ def ir_violations(outcome, inst, tol: float = 1e-9) -> int:
     return int((outcome.payments[w] > values[w] + tol * np.maximum(1.0, values[w])).sum())
 
 
-def envy_violations(outcome, inst, costs: np.ndarray, among: np.ndarray | None = None, tol: float = 1e-9) -> int:
+def envy_violations(
+    outcome,
+    inst,
+    costs: np.ndarray,
+    among: np.ndarray | None = None,
+    tol: float = 1e-9,
+    demand: np.ndarray | None = None,
+) -> int:
     """Users (all, or the mask ``among``) who would rather have the cheapest service price any
-    winner got (keeping their own edge cost): value - cost - min winner price > own utility."""
+    winner got (keeping their own edge cost): value - cost - min winner price > own utility.
+    With ``demand`` (resource-weighted auctions) prices compare per unit of demand: the
+    cheapest unit price any winner paid, times the user's own demand."""
     if len(outcome.winners) == 0:
         return 0
     values = inst.true_values()
-    cheapest = float(np.min(outcome.payments[outcome.winners] - costs[outcome.winners]))
+    w = outcome.winners
+    per = np.ones(inst.n_users) if demand is None else np.asarray(demand, dtype=float)
+    cheapest = float(np.min((outcome.payments[w] - costs[w]) / per[w]))
     with np.errstate(invalid="ignore"):
-        envy = values - costs - cheapest - outcome.utilities
+        envy = values - costs - cheapest * per - outcome.utilities
     who = np.isfinite(costs) if among is None else np.isfinite(costs) & among
     return int(np.sum(who & (envy > tol * np.maximum(1.0, values))))
