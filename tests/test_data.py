@@ -95,3 +95,59 @@ def test_encode_and_batches_are_deterministic():
     assert order(0) != order(1) and order(0) != list(range(12))
     batch = enc.collate([0, 1])
     assert batch.input_ids.shape == (2, 8) and batch.attention_mask[0].sum() < 8
+
+
+def test_a_named_dataset_no_folder_holds_comes_from_the_hub(tmp_path, monkeypatch):
+    """EDGEFM_DATA_DIR first, then ../shared/data; where neither holds the dataset, the hub (here a
+    stand-in for ``datasets.load_dataset``: this machine has no route to it)."""
+    import datasets
+
+    from edgefm.data import sources
+
+    monkeypatch.setattr(sources, "data_roots", lambda: [tmp_path])
+    monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    asked = []
+
+    def fake_load(repo, split):
+        asked.append((repo, split))
+        n = 6 if split == "train" else 4
+        return datasets.Dataset.from_dict({"idx": list(range(n)), "sentence": [f"{split} {i}" for i in range(n)],
+                                           "label": [i % 2 for i in range(n)]})  # fmt: skip
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    b = load_data(DataConfig(name="sst2", max_test=3), 0)
+    assert asked == [("stanfordnlp/sst2", "train"), ("stanfordnlp/sst2", "validation")]
+    assert b.label_names == ["negative", "positive"] and len(b.train) == 6 and len(b.test) == 3
+    assert b.train["text"][1] == "train 1" and b.train["label"][:3] == [0, 1, 0]
+    (tmp_path / "sst2").mkdir()  # a folder beats the hub
+    pd.DataFrame({"sentence": ["good", "bad"], "label": [1, 0]}).to_csv(
+        tmp_path / "sst2/train.tsv", sep="\t", index=False
+    )
+    pd.DataFrame({"sentence": ["fine"], "label": [1]}).to_csv(tmp_path / "sst2/test.tsv", sep="\t", index=False)
+    asked.clear()
+    b = load_data(DataConfig(name="sst2"), 0)
+    assert not asked and b.train["text"] == ["good", "bad"]
+
+
+def test_offline_without_the_files_is_one_line_naming_where_to_put_them(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from edgefm.cli import app
+    from edgefm.data import sources
+
+    monkeypatch.setattr(sources, "data_roots", lambda: [tmp_path])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))  # an empty cache: nothing to fall back on
+    with pytest.raises(EdgefmError) as err:
+        load_data(DataConfig(name="agnews"), 0)
+    msg = str(err.value)
+    assert "agnews/dev.tsv" in msg and "EDGEFM_DATA_DIR" in msg and "HF_HUB_OFFLINE" in msg and "\n" not in msg
+    with pytest.raises(EdgefmError, match="flipkart/flipkart_review.csv"):  # no hub copy to fall back on
+        load_data(DataConfig(name="flipkart"), 0)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(
+        app, ["train", "--out", str(out), "--set", "data.name=sst2", "--set", "model.name=tiny_bert"]
+    )
+    assert r.exit_code == 2 and "sst2/train.tsv" in r.output and "Traceback" not in r.output
+    assert not (out / "summary.json").exists()

