@@ -156,7 +156,7 @@ def execute(prepared: Prepared, callbacks=None) -> Run:
     if not p.resume:
         (run_dir / "config.yaml").write_text(config.dump(cfg))
         p.scenario.workbench.tokenizer.save_pretrained(str(run_dir / "tokenizer"))  # to use the models outside edgefm
-        for stale in ("metrics.jsonl", "clients.jsonl", "tracking.json"):
+        for stale in ("metrics.jsonl", "clients.jsonl", "evals.jsonl", "tracking.json"):
             (run_dir / stale).unlink(missing_ok=True)
     elif p.extended:
         (run_dir / "config.yaml").write_text(config.dump(cfg))  # the extended run resumes as such later

@@ -348,7 +348,9 @@ class FlowerTransport:
         )
         msgs = [self._message(cid, rnd, content, MessageType.EVALUATE) for cid in range(len(self.sc.clients))]
         evals = []
-        for reply in self.grid.send_and_receive(msgs, timeout=self.timeout):
+        got = list(self.grid.send_and_receive(msgs, timeout=self.timeout))
+        sent = {m.metadata.message_id: cid for cid, m in enumerate(msgs) if m.metadata.message_id}
+        for reply in got:
             if reply.has_error():
                 log.warning(
                     "round %d: evaluation failed on node %d: %s", rnd, reply.metadata.src_node_id, reply.error.reason
@@ -359,6 +361,7 @@ class FlowerTransport:
                 ClientEval(
                     {k[len("local.") :]: float(v) for k, v in m.items() if k.startswith("local.")},
                     {k[len("global.") :]: float(v) for k, v in m.items() if k.startswith("global.")},
+                    sent.get(reply.metadata.reply_to_message_id, -1),
                 )
             )
         return evals

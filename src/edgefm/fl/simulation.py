@@ -94,7 +94,9 @@ class InProcess:
     def evaluate_clients(self, rnd: int, state: Tensors) -> list[ClientEval]:
         sc, out = self.sc, []
         for c in sc.clients:
-            out.append(sc.strategy.evaluate_client(state, sc.workbench, c, self.private.get(c.client_id), sc.test))
+            ev = sc.strategy.evaluate_client(state, sc.workbench, c, self.private.get(c.client_id), sc.test)
+            ev.client = c.client_id
+            out.append(ev)
             self._release()
         return out
 
@@ -212,7 +214,18 @@ class Engine:
         metrics: dict[str, float] = {}
         if rnd % cfg.eval_every == 0 or rnd == cfg.rounds:
             server = strategy.evaluate_server(state, sc.workbench, sc.test)
-            metrics = combine_metrics(server, self.transport.evaluate_clients(rnd, state))
+            evals = self.transport.evaluate_clients(rnd, state)
+            metrics = combine_metrics(server, evals)
+            if run_dir is not None:  # each client's own figures, for the report's per-client panel
+                with open(Path(run_dir) / "evals.jsonl", "a") as fh:
+                    for ev in evals:
+                        row = {
+                            "round": rnd,
+                            "client": ev.client,
+                            **ev.local,
+                            **{f"global_{k}": v for k, v in ev.global_.items()},
+                        }
+                        fh.write(json.dumps(checkpoint.jsonable(row)) + "\n")
         metrics.update(strategy.round_metrics)  # e.g. the server's own work in the round
         # a round that cut stragglers lasted until its deadline
         summary = ledger.close_round(rnd, metrics, time.perf_counter() - t0, cfg.faults.deadline if late else 0.0)
@@ -270,3 +283,8 @@ class Engine:
         with open(Path(run_dir) / "clients.jsonl", "w") as fh:
             for row in ledger.clients:
                 fh.write(json.dumps(checkpoint.jsonable(row)) + "\n")
+        evals = Path(run_dir) / "evals.jsonl"
+        if evals.is_file():  # evaluations of rounds the checkpoint does not hold are redone
+            last = ledger.rounds[-1]["round"] if ledger.rounds else 0
+            kept = [line for line in evals.read_text().splitlines() if line and json.loads(line)["round"] <= last]
+            evals.write_text("".join(line + "\n" for line in kept))

@@ -105,6 +105,7 @@ class ClientEval:
     local: dict[str, float] = field(default_factory=dict)  # on its local test split
     # its own model on the global test set (methods without one global model, e.g. local-only)
     global_: dict[str, float] = field(default_factory=dict)
+    client: int = -1  # which client (the engine fills it in)
 
 
 def combine_metrics(server: dict[str, float], clients: list[ClientEval]) -> dict[str, float]:
@@ -298,12 +299,14 @@ class Strategy(ABC):
         state: Tensors,
         private: Tensors | None,
         budget: str,
-        reorder: bool = False,
+        reorder: str = "",
         client: int | None = None,
+        data: list[ClientData] | None = None,
     ) -> tuple[nn.Module, dict]:
         """The model to deploy for ``budget`` (a device tier, or ``full``) and facts about it
-        (e.g. its widths); ``reorder``: put the most salient weights first before cutting. By
-        default a method trains one size of model and has no salience order."""
+        (e.g. its widths); ``reorder`` (``weight``, ``activation``): put the most salient
+        weights first before cutting, ranked by weights or by the clients' ``data``. By default
+        a method trains one size of model and has no salience order."""
         if budget != "full":
             raise EdgefmError(
                 f"--budget {budget!r}: algorithm {self.algo.name!r} trains one size of model; expected full"

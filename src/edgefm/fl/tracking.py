@@ -32,7 +32,7 @@ from typing import Any
 from edgefm import EdgefmError, config
 from edgefm.fl.simulation import Callbacks
 
-ARTIFACTS = ("config.yaml", "metrics.jsonl", "clients.jsonl", "summary.json", "report.html")
+ARTIFACTS = ("config.yaml", "metrics.jsonl", "clients.jsonl", "evals.jsonl", "summary.json", "report.html")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

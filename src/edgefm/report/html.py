@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from edgefm import EdgefmError
-from edgefm.report import plots
+from edgefm.report import plots, units
+from edgefm.report.compare import config_diff, seed_groups
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
@@ -39,7 +40,9 @@ def read_run(run_dir: Path) -> dict[str, Any]:
             f"{str(run_dir)!r}: config.yaml or summary.json is not a mapping; expected a run folder written by edgefm"
         )
     name = summary.get("name") or run_dir.name
-    return {"name": name, "dir": run_dir, "rounds": rounds, "clients": clients, "config": cfg, "summary": summary}
+    evals = _json_lines(run_dir / "evals.jsonl") if (run_dir / "evals.jsonl").is_file() else []
+    return {"name": name, "dir": run_dir, "rounds": rounds, "clients": clients, "evals": evals, "config": cfg,
+            "summary": summary}  # fmt: skip
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:
@@ -77,8 +80,21 @@ def finish_run(run_dir: Path, scenario) -> None:
         "trainable_percent": 100.0 * counts["trainable"] / counts["total"],
         "devices": [d.to_dict() for d in scenario.devices],
     }
+    if scenario.cfg.task == "classify":  # each client's training examples per label
+        k = len(scenario.bundle.label_names)
+        extra["label_mix"] = {
+            "labels": list(scenario.bundle.label_names),
+            "clients": [[int(n) for n in _counts(c.train.labels, k)] for c in scenario.clients],
+        }
     (run_dir / "summary.json").write_text(json.dumps(build_summary(run, extra), indent=2))
     write_report([run_dir], run_dir / "report.html")
+
+
+def _counts(labels, k: int) -> list[int]:
+    out = [0] * k
+    for y in labels:
+        out[int(y)] += 1
+    return out
 
 
 def build_summary(run: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -143,14 +159,10 @@ def _img(path: Path) -> str:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return html.escape(str(v)) if v is not None else "—"
-
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    """A table in human units (``units.py``), in a box that scrolls sideways on a narrow page."""
+    head = "".join(f"<th>{html.escape(units.header(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{units.cell(c, r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def _device_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -164,9 +176,12 @@ def _device_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(acc[k]) for k in sorted(acc)]
 
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}img{max-width:100%;margin:.5em 0}h1{font-size:1.5em}code{background:#f3f3f3;padding:1px 4px}"""
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
+.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:1em 0;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}h1{font-size:1.5em}
+code{background:#f3f3f3;padding:1px 4px}pre{overflow-x:auto;max-width:100%}.swatch{display:inline-block;
+width:.8em;height:.8em;margin-right:.4em;border-radius:2px}"""
 
 SUMMARY_COLUMNS = [
     "name",
@@ -254,70 +269,114 @@ def robustness_section(run_dir: Path) -> list[str]:
     ]
 
 
+def _profile_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The devices the run simulated, in the units people quote them in."""
+    return [
+        {
+            "device": d["device_id"],
+            "tier": d["tier"],
+            "compute": f"{d['flops_per_s'] / 1e9:,.0f} GFLOP/s",
+            "memory": f"{d['memory_bytes'] / 2**30:.1f} GiB",
+            "uplink": f"{d['uplink_bps'] * 8 / 1e6:.3g} Mbit/s",
+            "downlink": f"{d['downlink_bps'] * 8 / 1e6:.3g} Mbit/s",
+            "latency": f"{d['latency_s'] * 1e3:.3g} ms",
+            "price": f"${d['cost_per_hour']:.3g}/h",
+        }
+        for d in run["summary"].get("devices", [])
+    ]
+
+
+def _client_panel(run: dict[str, Any], plot_dir: Path, tag: str) -> list[str]:
+    """Each client's own metric at the last evaluation, and its label mix."""
+    parts = []
+    local = "log_ppl" if task_of(run) == "lm" else "acc"
+    last = max((e["round"] for e in run["evals"]), default=None)
+    values = {e["client"]: e[local] for e in run["evals"] if e["round"] == last and local in e and e["client"] >= 0}
+    tiers = {c["client"]: c["tier"] for c in run["clients"]}
+    if values:
+        label = "log-perplexity" if local == "log_ppl" else "accuracy"
+        parts.append(_img(plots.client_metric(values, tiers, plot_dir / f"client_{local}{tag}.png", label)))
+    mix = run["summary"].get("label_mix")
+    if mix and mix.get("clients"):
+        parts.append(_img(plots.label_mix(mix["clients"], mix["labels"], plot_dir / f"label_mix{tag}.png")))
+    return parts
+
+
+DEVICE_COLUMNS = ["device", "tier", "rounds", "num_examples", "flops", "bytes_up", "bytes_down", "seconds", "joules",
+                  "dollars"]  # fmt: skip
+
+
 def write_report(run_dirs: list[Path], out: Path, sections: list[str] | None = None) -> Path:
-    """One self-contained HTML page (PNG plots inlined) for one run or a comparison of several."""
+    """One self-contained HTML page (PNG plots inlined) for one run or a comparison of several:
+    a run keeps its colour in every figure; a comparison adds the config keys that differ and,
+    for runs that differ only by seed, mean ± std."""
     runs = [read_run(d) for d in run_dirs]
-    for run in runs:
+    for k, run in enumerate(runs):
         if not run["summary"]:
             run["summary"] = build_summary(run)
+        run["color"] = plots.colour(k)
+        run["label"] = run["name"] if [r["name"] for r in runs].count(run["name"]) == 1 else f"{run['name']} ({k + 1})"
     out = Path(out)
-    plot_dir = out.parent / "plots" if len(runs) == 1 else out.parent / (out.stem + "_plots")
+    single = len(runs) == 1
+    plot_dir = out.parent / "plots" if single else out.parent / (out.stem + "_plots")
     plot_dir.mkdir(parents=True, exist_ok=True)
     metric, client_metric = headline(runs[0])
     figs = [
         plots.metric_per_round(runs, plot_dir / f"{metric}_per_round.png", metric, client_metric),
         plots.metric_per_second(runs, plot_dir / f"{metric}_per_second.png", metric),
+        plots.loss_per_round(runs, plot_dir / "loss_per_round.png"),
         plots.bytes_per_round(runs, plot_dir / "bytes_per_round.png"),
     ]
     tasks = list(dict.fromkeys(task_of(r) for r in runs))
     figures = [c for t in tasks for c in FIGURES[t]]
     summary_columns = [c for col in SUMMARY_COLUMNS for c in (figures if col == "FIGURES" else [col])]
-    title = runs[0]["name"] if len(runs) == 1 else f"Comparison of {len(runs)} runs"
-    parts = [
-        f"<h1>edgefm — {html.escape(title)}</h1>",
-        "<h2>Summary</h2>",
-        _table([r["summary"] for r in runs], summary_columns),
-        "<h2>Learning and traffic</h2>",
-    ]
-    parts += [_img(f) for f in figs]
+    title = runs[0]["name"] if single else f"Comparison of {len(runs)} runs"
+    rows = [{**r["summary"], "name": r["label"]} for r in runs]
+    parts = [f"<h1>edgefm — {html.escape(title)}</h1>", "<h2>Summary</h2>", _table(rows, summary_columns)]
+    if not single:
+        swatches = "".join(
+            f"<span class='swatch' style='background:{_hex(r['color'])}'></span>{html.escape(r['label'])}&emsp;"
+            for r in runs
+        )
+        parts.append(f"<p>Colours in every figure: {swatches}</p>")
+        diff = config_diff(runs)
+        parts += ["<h2>What differs between the runs' configs</h2>"]
+        parts += [_table(diff, ["key", *[r["label"] for r in runs]]) if diff else "<p>Nothing: the same config.</p>"]
+        groups = seed_groups(runs, figures)
+        if groups:
+            parts += ["<h2>Over seeds (runs that differ only by seed): mean ± std</h2>",
+                      _table(groups, ["runs", "seeds", *figures])]  # fmt: skip
+    parts.append("<h2>Learning and traffic</h2>")
+    parts += [_img(f) for f in figs if f is not None]
     for k, run in enumerate(runs):
+        tag = "" if single else f"_{k}"
         if run["clients"]:
-            fig = plots.device_costs(
-                run, plot_dir / ("device_costs.png" if len(runs) == 1 else f"device_costs_{k}.png")
-            )
-            parts += [
-                f"<h2>Devices — {html.escape(run['name'])}</h2>",
-                _img(fig),
-                _table(
-                    _device_rows(run),
-                    [
-                        "device",
-                        "tier",
-                        "rounds",
-                        "num_examples",
-                        "flops",
-                        "bytes_up",
-                        "bytes_down",
-                        "seconds",
-                        "joules",
-                        "dollars",
-                    ],
-                ),
-            ]
+            fig = plots.device_costs(run, plot_dir / f"device_costs{tag}.png")
+            parts += [f"<h2>Devices — {html.escape(run['label'])}</h2>", _img(fig)]
+            parts += _client_panel(run, plot_dir, tag)
+            parts.append(_table(_device_rows(run), DEVICE_COLUMNS))
+            profiles = _profile_rows(run)
+            if profiles:
+                parts += ["<h3>Device profiles</h3>", _table(profiles, list(profiles[0]))]
         if task_of(run) == "lm":
             parts += domain_section(run)
         round_columns = [
             c for col in ROUND_COLUMNS for c in (ROUND_FIGURES[task_of(run)] if col == "FIGURES" else [col])
         ]
-        parts += [f"<h2>Rounds — {html.escape(run['name'])}</h2>", _table(run["rounds"], round_columns)]
-        if len(runs) == 1 and run["config"]:
+        parts += [f"<h2>Rounds — {html.escape(run['label'])}</h2>", _table(run["rounds"], round_columns)]
+        if single and run["config"]:
             parts += ["<h2>Config</h2>", f"<pre>{html.escape(yaml.safe_dump(run['config'], sort_keys=False))}</pre>"]
     for run in runs:
         parts += robustness_section(run["dir"])
     parts += sections or []
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+        f"<meta name='viewport' content='width=device-width'><style>{CSS}</style></head>"
+        f"<body>{''.join(parts)}</body></html>"
     )
     out.write_text(page)
     return out
+
+
+def _hex(rgb: tuple) -> str:
+    return "#" + "".join(f"{round(255 * c):02x}" for c in rgb[:3])
