@@ -132,7 +132,9 @@ def main() -> None:
                     if key not in exports:
                         from edgefm.fl import trained
 
-                        exports[key] = trained.export(trained.open_run(out), EXPORT_BUDGETS, reorder=spp)
+                        exports[key] = trained.export(
+                            trained.open_run(out), EXPORT_BUDGETS, reorder="weight" if spp else ""
+                        )
             if not done:
                 continue
             reached = [tt for _, _, tt in done if tt is not None]

@@ -96,9 +96,11 @@ class RaFFMConfig(AlgorithmConfig):
     strategy = "edgefm.algorithms.raffm:RaFFM"
     tasks = ("classify",)  # the elastic space is a BERT encoder's
     name: str = "raffm"
-    # how the server orders weights (SPP: the paper's salience; none: as they are; independent_qk: query
-    # and key ranked apart)
-    salience: Literal["spp", "none", "independent_qk"] = "spp"
+    # how the server orders weights (SPP: the paper's weight salience; activation: from statistics of
+    # the clients' own data, sent with their updates; none: as they are; independent_qk: query and key
+    # ranked apart)
+    salience: Literal["spp", "activation", "none", "independent_qk"] = "spp"
+    salience_examples: int = 256  # salience=activation: examples of its own data each client measures
     # subnetworks offered: elastic widths, heterofl (1, 1/2, 1/4), or full (the whole model only)
     space: Literal["elastic", "heterofl", "full"] = "elastic"
     # coverage: mean over the clients that trained a coordinate; participants; official: the official
@@ -114,6 +116,7 @@ class RaFFMConfig(AlgorithmConfig):
         if not self.step_budget_s > 0:
             raise ConfigError(f"algorithm.step_budget_s: {self.step_budget_s!r}; expected a positive number of seconds")
         check_range("algorithm.budget_seq_len", self.budget_seq_len, lo=1)
+        check_range("algorithm.salience_examples", self.salience_examples, lo=1)
 
 
 @register("algorithm", "deepfusion")

@@ -22,6 +22,13 @@ Choices the paper leaves open, made here:
   reorders them). The unused BERT pooler is frozen too.
 - *SPP runs after every aggregation* (and on the initial model), so the state the server holds
   is always in salience order; with LoRA it ranks the effective weight W + s*BA.
+- *Data-aware salience* (``salience=activation``, ours, :mod:`edgefm.models.salience`): after
+  training, each client measures per-coordinate activation statistics of its own data on the
+  subnetwork it holds (``salience_examples`` examples, one forward pass, counted in its FLOPs)
+  and sends them with its update (counted in its bytes); the server ranks from their
+  sample-weighted mean after each aggregation. The initial model is kept as it is (no data has
+  been seen yet; on MiniLM the weight order cuts worse than none). Not with differential
+  privacy: the statistics would bypass its noise.
 - *Aggregation* (every rule scatters each client's slice into full-size tensors first):
   ``coverage`` (default): each coordinate is the sample-weighted mean over the clients that
   trained it; coordinates nobody trained keep their value. ``official``: the rule of the
@@ -45,6 +52,7 @@ from edgefm.edge.devices import TIERS, DeviceProfile
 from edgefm.fl.aggregate import coverage_mean
 from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Strategy, Tensors
 from edgefm.models import elastic as E
+from edgefm.models import salience as S
 from edgefm.models.flops import FlopModel
 from edgefm.models.workbench import Workbench
 
@@ -98,7 +106,13 @@ class RaFFM(Strategy):
         self.lora = cfg.model.finetune == "lora"
         self.lora_rank = cfg.model.lora.r if self.lora else None
         self.scaling = cfg.model.lora.alpha / cfg.model.lora.r
-        self._flops: dict[E.Spec, FlopModel] = {}
+        self._flops: dict[tuple[E.Spec, bool], FlopModel] = {}
+        self.measured = self.algo.salience == "activation"
+        if self.measured and cfg.privacy.enabled:
+            raise EdgefmError(
+                "algorithm.salience=activation: the clients' activation statistics would bypass differential "
+                "privacy's noise; expected salience=spp (or none) with privacy (privacy.epsilon or privacy.noise_multiplier set)"
+            )
         self.arch: E.Arch | None = None
         self.trained_keys: set[str] = set()
 
@@ -118,11 +132,18 @@ class RaFFM(Strategy):
                 p.requires_grad = False
         self.trained_keys = {n for n, p in workbench.model.named_parameters() if p.requires_grad}
 
-    def _reorder(self, state: Tensors) -> Tensors:
-        if self.algo.salience == "none":
+    def _reorder(self, state: Tensors, stats: Tensors | None = None) -> Tensors:
+        if self.algo.salience == "none" or (self.measured and not stats):
             return state
+        if self.measured:
+            return E.apply_permutations(state, S.activation_permutations(state, stats, self.arch, self.scaling))
         qk = "independent" if self.algo.salience == "independent_qk" else "joint"
         return E.reorder(state, self.arch, qk=qk, lora_scaling=self.scaling)
+
+    def _flop_model(self, spec: E.Spec, sub: nn.Module, train: bool) -> FlopModel:
+        if (spec, train) not in self._flops:
+            self._flops[(spec, train)] = FlopModel(sub, train=train)
+        return self._flops[(spec, train)]
 
     def initial_state(self, workbench) -> Tensors:
         self._prepare(workbench)
@@ -167,7 +188,10 @@ class RaFFM(Strategy):
         return tasks
 
     def expected_update(self, state: Tensors, task: ClientTask) -> Tensors:
-        return {k: v for k, v in task.payload.items() if k in self.trained_keys}
+        out = {k: v for k, v in task.payload.items() if k in self.trained_keys}
+        if self.measured:
+            out.update(S.expected(E.Spec.from_list(task.config["spec"]), self.arch))
+        return out
 
     def client_update(self, task: ClientTask, workbench, data: ClientData, private: Tensors | None) -> ClientUpdate:
         self._prepare(workbench)
@@ -177,23 +201,27 @@ class RaFFM(Strategy):
         sub = E.extract(workbench.model, spec, self.arch)
         E.load_tensors(sub, task.payload)
         bench = Workbench.of(sub, workbench.tokenizer, workbench.device, workbench.task)
-        if spec not in self._flops:
-            self._flops[spec] = FlopModel(sub, train=True)
         seed = self.client_seed(task.round, task.client_id)
         fit = bench.fit(
             data.train,
             self.cfg.train,
             self.client_generator(task.round, task.client_id),
             seed,
-            flops_model=self._flops[spec],
+            flops_model=self._flop_model(spec, sub, train=True),
         )
         payload = {n: p.detach().cpu().clone() for n, p in sub.named_parameters() if n in self.trained_keys}
+        flops = fit.flops
+        if self.measured:  # the statistics of its own data the server ranks by
+            limit, eval_flops = self.algo.salience_examples, self._flop_model(spec, sub, train=False)
+            stats, spent = S.measure(sub, data.train, workbench.device, limit, eval_flops)
+            payload.update({k: v.float() for k, v in stats.items()})
+            flops += spent
         return ClientUpdate(
             task.client_id,
             task.round,
             payload,
             num_examples=len(data.train),
-            flops=fit.flops,
+            flops=flops,
             metrics={
                 "train_loss": fit.loss,
                 "steps": fit.steps,
@@ -205,11 +233,14 @@ class RaFFM(Strategy):
         )
 
     def merge(self, rnd: int, state: Tensors, updates: list[ClientUpdate], tasks: dict[int, ClientTask]) -> Tensors:
-        placed, masks = [], []
+        placed, masks, reports = [], [], []
         for u in updates:  # the server chose every client's spec: it is in the round's tasks
             spec = E.Spec.from_list(tasks[u.client_id].config["spec"])
             full, mask = {}, {}
+            reports.append(({k: v for k, v in u.payload.items() if S.is_stat(k)}, spec, float(u.num_examples)))
             for k, v in u.payload.items():
+                if S.is_stat(k):
+                    continue
                 full[k], mask[k] = E.scatter(k, state[k], v, spec, self.arch)
             placed.append(full)
             masks.append(mask)
@@ -223,7 +254,7 @@ class RaFFM(Strategy):
             merged = official_mean(placed, masks, state)
         else:
             merged = participants_mean(placed, state)
-        return self._reorder(merged)
+        return self._reorder(merged, S.combine(reports, self.arch) if self.measured else None)
 
     def load_state(self, workbench, state: Tensors) -> None:
         self._prepare(workbench)
@@ -235,21 +266,59 @@ class RaFFM(Strategy):
         state: Tensors,
         private: Tensors | None,
         budget: str,
-        reorder: bool = False,
+        reorder: str = "",
         client: int | None = None,
+        data: list[ClientData] | None = None,
     ) -> tuple[nn.Module, dict]:
         """Deployment-time scaling: the trained global model cut, without retraining, to the
-        largest subnetwork a device tier can train (``full``: the whole model). ``reorder`` applies
-        SPP first, for a model trained without it (one trained with it is already in order)."""
-        if budget != "full" and budget not in TIERS:
-            raise EdgefmError(f"--budget {budget!r}: not a device tier; expected one of {', '.join(TIERS)} or full")
+        largest subnetwork a device tier can train, to a uniform width (``50%``: half the FFN and
+        query/key width of every layer) or not at all (``full``). ``reorder`` orders first:
+        ``weight`` by SPP, ``activation`` by the statistics of the clients' own data (``data``:
+        the run's clients, each measured at full width and combined sample-weighted, as
+        ``salience=activation`` does in training); "" cuts as trained."""
+        width = _width(budget)
+        if budget != "full" and width is None and budget not in TIERS:
+            raise EdgefmError(
+                f"--budget {budget!r}: expected a device tier ({', '.join(TIERS)}), full, or a width such as 50%"
+            )
         self._prepare(workbench)
-        self.load_state(workbench, E.reorder(state, self.arch, lora_scaling=self.scaling) if reorder else state)
+        if reorder == "weight":
+            state = E.reorder(state, self.arch, lora_scaling=self.scaling)
+        elif reorder == "activation":
+            if not data:
+                raise EdgefmError("--spp activation: needs the clients' data to measure; none was given")
+            self.load_state(workbench, state)
+            full, limit = E.Spec.full(self.arch), self.algo.salience_examples
+            reports = [
+                (S.measure(workbench.model, c.train, workbench.device, limit)[0], full, float(len(c.train)))
+                for c in data
+            ]
+            stats = S.combine(reports, self.arch)
+            state = E.apply_permutations(state, S.activation_permutations(state, stats, self.arch, self.scaling))
+        elif reorder:
+            raise EdgefmError(f"--spp {reorder!r}: expected weight or activation")
+        self.load_state(workbench, state)
         # a model trained at full size is cut on the finest grid
         space = "elastic" if self.algo.space == "full" else self.algo.space
-        spec, why = (E.Spec.full(self.arch), "") if budget == "full" else self.spec_for(TIERS[budget], space)
+        if budget == "full":
+            spec, why = E.Spec.full(self.arch), ""
+        elif width is not None:
+            spec, why = E.Spec.uniform(self.arch, width, width), ""
+        else:
+            spec, why = self.spec_for(TIERS[budget], space)
         sub = E.extract(workbench.model, spec, self.arch)
         return sub, {"fits": not why, "reason": why, "ffn_width": list(spec.ffn), "qk_width": list(spec.qk)}
+
+
+def _width(budget: str) -> float | None:
+    """``50%`` -> 0.5; None for anything that is not a percentage in (0, 100]."""
+    if not budget.endswith("%"):
+        return None
+    try:
+        value = float(budget[:-1]) / 100
+    except ValueError:
+        return None
+    return value if 0 < value <= 1 else None
 
 
 def participants_mean(placed: list[Tensors], previous: Tensors) -> Tensors:

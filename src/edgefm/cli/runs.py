@@ -32,7 +32,8 @@ def export(
     budget: list[str] = typer.Option(
         ["full"],
         "--budget",
-        help="full (as trained) or a device tier such as low_end_phone (methods with elastic models); repeatable.",
+        help="full (as trained), a device tier such as low_end_phone, or a width such as 50% (methods with "
+        "elastic models); repeatable.",
     ),
     client: list[int] = typer.Option(
         [], "--client", help="Only this client's own model (runs with per-client models); repeatable."
@@ -46,8 +47,11 @@ def export(
     adapter: bool = typer.Option(
         False, "--adapter", help="Keep LoRA apart: DIR/MODEL-BUDGET/base plus a peft adapter folder (else merged)."
     ),
-    spp: bool = typer.Option(
-        False, "--spp", help="Reorder by salience before cutting (a RaFFM model trained without SPP)."
+    spp: str = typer.Option(
+        "",
+        "--spp",
+        help="Order by salience before cutting (RaFFM): weight (the paper's SPP) or activation (statistics "
+        "of the clients' own data); default: as trained.",
     ),
 ) -> None:
     """The models a run ended with, cut to device budgets without retraining: accuracy, size, FLOPs;

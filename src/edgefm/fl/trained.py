@@ -66,12 +66,13 @@ def export(
     run: TrainedRun,
     budgets: list[str],
     clients: list[int] | None = None,
-    reorder: bool = False,
+    reorder: str = "",
     save_to: Path | None = None,
     adapter: bool = False,
 ) -> dict[str, Any]:
     """Each model the run ended with, cut to each budget by its Strategy (``full``: as trained;
-    ``reorder``: salience order first), with its test figures, size and inference FLOPs per
+    ``reorder``: ``weight`` or ``activation`` salience order first, the latter measured on the
+    run's clients' data), with its test figures, size and inference FLOPs per
     example (per block, for a language model) at the run's sequence length. ``save_to``: also
     write each as a folder transformers loads, ``save_to/MODEL-BUDGET`` (``models/hf_export.py``;
     ``adapter``: LoRA apart, as a peft adapter)."""
@@ -83,7 +84,7 @@ def export(
     rows = []
     for name, private, client in run.models(clients):
         for budget in budgets:
-            module, info = strategy.export(wb, run.ckpt.state, private, budget, reorder, client)
+            module, info = strategy.export(wb, run.ckpt.state, private, budget, reorder, client, sc.clients)
             params = sum(p.numel() for p in module.parameters())
             if save_to is not None:
                 facts = {"run": str(run.run_dir), "round": run.ckpt.round, "model": name, "budget": budget}

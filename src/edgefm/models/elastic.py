@@ -146,7 +146,7 @@ def _l1_rows(w: torch.Tensor) -> torch.Tensor:
     return w.abs().mean(dim=1)
 
 
-def _effective(state: Tensors, prefix: str, lora_scaling: float) -> torch.Tensor:
+def effective_weight(state: Tensors, prefix: str, lora_scaling: float) -> torch.Tensor:
     """W (+ s * B A if a LoRA adapter sits on the module): the weight the model actually uses."""
     w = state.get(f"{prefix}.weight", state.get(f"{prefix}.base_layer.weight"))
     a = [v for k, v in state.items() if k.startswith(f"{prefix}.lora_A.")]
@@ -164,8 +164,8 @@ def salience_permutations(
     d = arch.head_dim
     for i in range(arch.layers):
         base = f"{prefix}.layer.{i}"
-        wq = _effective(state, f"{base}.attention.self.query", lora_scaling)
-        wk = _effective(state, f"{base}.attention.self.key", lora_scaling)
+        wq = effective_weight(state, f"{base}.attention.self.query", lora_scaling)
+        wk = effective_weight(state, f"{base}.attention.self.key", lora_scaling)
         sq, sk = _l1_rows(wq).view(arch.heads, d), _l1_rows(wk).view(arch.heads, d)
         offsets = torch.arange(arch.heads)[:, None] * d
         # stable sort: ties keep their order, so a reordered model reorders to itself
@@ -175,8 +175,8 @@ def salience_permutations(
         else:
             perms[(i, "query")] = (torch.sort(-sq, dim=1, stable=True).indices + offsets).reshape(-1)
             perms[(i, "key")] = (torch.sort(-sk, dim=1, stable=True).indices + offsets).reshape(-1)
-        w1 = _effective(state, f"{base}.intermediate.dense", lora_scaling)
-        w2 = _effective(state, f"{base}.output.dense", lora_scaling)
+        w1 = effective_weight(state, f"{base}.intermediate.dense", lora_scaling)
+        w2 = effective_weight(state, f"{base}.output.dense", lora_scaling)
         score = w1.abs().sum(dim=1) + w2.abs().sum(dim=0)
         perms[(i, "ffn")] = torch.sort(-score, stable=True).indices
     return perms
