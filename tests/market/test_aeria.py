@@ -1,6 +1,7 @@
 """AERIA: partitioning, consensus estimate, cost sharing, and the guarantees by black-box test."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -243,6 +244,9 @@ def test_cli_generate_and_run(tmp_path):
     r = runner.invoke(app, ["market", "aeria", "--instance", str(inst), "--seed", "3", "--out", str(out)])
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
+    page = out.with_suffix(".html").read_text()  # a page per outcome, beside its JSON
+    assert "users win" in page and "data:image/png;base64," in page
+    assert "NaN" not in re.sub(r'src="data:[^"]*"', "", page)  # base64 may spell anything
     assert set(res) >= {"winners", "payments", "plans", "revenue", "eip_payment", "utilities"}
     direct = run_auction(Instance.load(inst), 3)
     assert res["revenue"] == pytest.approx(direct.revenue) and res["winners"] == direct.winners.tolist()

@@ -1,6 +1,7 @@
 """LMaaS: RSR is exactly optimal (brute force), IMP is monotone and near the optimum, JSON, errors."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -254,6 +255,9 @@ def test_cli_generate_and_solve(tmp_path):
     r = runner.invoke(app, ["market", "lmaas", "--instance", str(inst), "--out", str(out)])
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
+    page = out.with_suffix(".html").read_text()  # a page per outcome, beside its JSON
+    assert "seller profit" in page and "data:image/png;base64," in page
+    assert "NaN" not in re.sub(r'src="data:[^"]*"', "", page)  # base64 may spell anything
     loaded = Instance.load(inst)
     assert res["seller_profit"] == pytest.approx(seller_profit(loaded, np.array(res["prices"])))
     assert set(res) >= {"prices", "choices", "durations", "worst_case_profits", "iterations", "solve_seconds"}

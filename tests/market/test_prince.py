@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -205,6 +206,9 @@ def test_cli_round_trip(tmp_path):
     res = CliRunner().invoke(app, ["market", "prince", "--generate", "40,2", "--instance", str(src), "--out", str(out)])
     assert res.exit_code == 0, res.output
     result = json.loads(out.read_text())
+    page = out.with_suffix(".html").read_text()  # a page per outcome, beside its JSON
+    assert "price sweeps" in page and "data:image/png;base64," in page
+    assert "NaN" not in re.sub(r'src="data:[^"]*"', "", page)  # base64 may spell anything
     again = prince.equilibrium(Instance.load(src))
     assert [t["time"] for t in result["tenants"]] == [t["time"] for t in again["tenants"]]
     assert result["converged"] and len(result["q"]) == 40 and len(result["prices"]) == 2

@@ -25,6 +25,11 @@ def _parse_pair(text: str, option: str, names: str) -> tuple[int, ...]:
     return values
 
 
+def _page(out: Path) -> Path:
+    """The outcome's page beside its JSON: FILE.json -> FILE.html."""
+    return out.with_suffix(".html") if out.suffix != ".html" else out.with_name(out.stem + ".page.html")
+
+
 def _instance(instance: Path | None, out: Path | None, generate, usage: str, cls):
     """``--generate``: write the instance ``generate()`` returns (with a description) to
     ``--instance``, and stop there unless ``--out`` asks for a result too; without it, read
@@ -107,7 +112,9 @@ def market_lmaas(
     )
     if out is not None:
         write_json(out, result)
-        console.print(f"result: {out}", highlight=False)
+        from edgefm.report.market import lmaas_page
+
+        console.print(f"result: {out}; page: {lmaas_page(inst, result, _page(out))}", highlight=False)
 
 
 @market_app.command("aeria")
@@ -163,7 +170,9 @@ def market_aeria(
     )
     if out is not None:
         write_json(out, outcome.to_dict())
-        console.print(f"outcome: {out}", highlight=False)
+        from edgefm.report.market import aeria_page
+
+        console.print(f"outcome: {out}; page: {aeria_page(inst, outcome, _page(out))}", highlight=False)
 
 
 @market_app.command("prince")
@@ -217,4 +226,6 @@ def market_prince(
     )
     if out is not None:
         write_json(out, result)
-        console.print(f"outcome: {out}", highlight=False)
+        from edgefm.report.market import prince_page
+
+        console.print(f"outcome: {out}; page: {prince_page(inst, result, _page(out))}", highlight=False)

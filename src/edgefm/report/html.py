@@ -153,12 +153,12 @@ def build_summary(run: dict[str, Any], extra: dict[str, Any] | None = None) -> d
     return summary
 
 
-def _img(path: Path) -> str:
+def img_tag(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def table_html(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A table in human units (``units.py``), in a box that scrolls sideways on a narrow page."""
     head = "".join(f"<th>{html.escape(units.header(c))}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{units.cell(c, r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
@@ -233,7 +233,7 @@ def domain_section(run: dict[str, Any]) -> list[str]:
     rows.append({"domain": "all", **{m: last.get(m) for m in ("log_ppl", "ppl", "token_acc")}})
     return [
         f"<h2>Per domain — {html.escape(run['name'])} (round {last['round']})</h2>",
-        _table(rows, ["domain", "log_ppl", "ppl", "token_acc"]),
+        table_html(rows, ["domain", "log_ppl", "ppl", "token_acc"]),
     ]
 
 
@@ -262,7 +262,7 @@ def robustness_section(run_dir: Path) -> list[str]:
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in data.get("notes", []))
     return [
         f"<h2>Robustness — {html.escape(data['model'])}</h2>",
-        _table(rows, cols),
+        table_html(rows, cols),
         "<p>chatgpt: the published figure on the same file (ASR for AdvGLUE, macro-F1 x100 out of "
         "distribution; Wang et al. 2023).</p>",
         f"<ul>{notes}</ul>" if notes else "",
@@ -295,10 +295,10 @@ def _client_panel(run: dict[str, Any], plot_dir: Path, tag: str) -> list[str]:
     tiers = {c["client"]: c["tier"] for c in run["clients"]}
     if values:
         label = "log-perplexity" if local == "log_ppl" else "accuracy"
-        parts.append(_img(plots.client_metric(values, tiers, plot_dir / f"client_{local}{tag}.png", label)))
+        parts.append(img_tag(plots.client_metric(values, tiers, plot_dir / f"client_{local}{tag}.png", label)))
     mix = run["summary"].get("label_mix")
     if mix and mix.get("clients"):
-        parts.append(_img(plots.label_mix(mix["clients"], mix["labels"], plot_dir / f"label_mix{tag}.png")))
+        parts.append(img_tag(plots.label_mix(mix["clients"], mix["labels"], plot_dir / f"label_mix{tag}.png")))
     return parts
 
 
@@ -332,38 +332,40 @@ def write_report(run_dirs: list[Path], out: Path, sections: list[str] | None = N
     summary_columns = [c for col in SUMMARY_COLUMNS for c in (figures if col == "FIGURES" else [col])]
     title = runs[0]["name"] if single else f"Comparison of {len(runs)} runs"
     rows = [{**r["summary"], "name": r["label"]} for r in runs]
-    parts = [f"<h1>edgefm — {html.escape(title)}</h1>", "<h2>Summary</h2>", _table(rows, summary_columns)]
+    parts = [f"<h1>edgefm — {html.escape(title)}</h1>", "<h2>Summary</h2>", table_html(rows, summary_columns)]
     if not single:
         swatches = "".join(
-            f"<span class='swatch' style='background:{_hex(r['color'])}'></span>{html.escape(r['label'])}&emsp;"
+            f"<span class='swatch' style='background:{hex_colour(r['color'])}'></span>{html.escape(r['label'])}&emsp;"
             for r in runs
         )
         parts.append(f"<p>Colours in every figure: {swatches}</p>")
         diff = config_diff(runs)
         parts += ["<h2>What differs between the runs' configs</h2>"]
-        parts += [_table(diff, ["key", *[r["label"] for r in runs]]) if diff else "<p>Nothing: the same config.</p>"]
+        parts += [
+            table_html(diff, ["key", *[r["label"] for r in runs]]) if diff else "<p>Nothing: the same config.</p>"
+        ]
         groups = seed_groups(runs, figures)
         if groups:
             parts += ["<h2>Over seeds (runs that differ only by seed): mean ± std</h2>",
-                      _table(groups, ["runs", "seeds", *figures])]  # fmt: skip
+                      table_html(groups, ["runs", "seeds", *figures])]  # fmt: skip
     parts.append("<h2>Learning and traffic</h2>")
-    parts += [_img(f) for f in figs if f is not None]
+    parts += [img_tag(f) for f in figs if f is not None]
     for k, run in enumerate(runs):
         tag = "" if single else f"_{k}"
         if run["clients"]:
             fig = plots.device_costs(run, plot_dir / f"device_costs{tag}.png")
-            parts += [f"<h2>Devices — {html.escape(run['label'])}</h2>", _img(fig)]
+            parts += [f"<h2>Devices — {html.escape(run['label'])}</h2>", img_tag(fig)]
             parts += _client_panel(run, plot_dir, tag)
-            parts.append(_table(_device_rows(run), DEVICE_COLUMNS))
+            parts.append(table_html(_device_rows(run), DEVICE_COLUMNS))
             profiles = _profile_rows(run)
             if profiles:
-                parts += ["<h3>Device profiles</h3>", _table(profiles, list(profiles[0]))]
+                parts += ["<h3>Device profiles</h3>", table_html(profiles, list(profiles[0]))]
         if task_of(run) == "lm":
             parts += domain_section(run)
         round_columns = [
             c for col in ROUND_COLUMNS for c in (ROUND_FIGURES[task_of(run)] if col == "FIGURES" else [col])
         ]
-        parts += [f"<h2>Rounds — {html.escape(run['label'])}</h2>", _table(run["rounds"], round_columns)]
+        parts += [f"<h2>Rounds — {html.escape(run['label'])}</h2>", table_html(run["rounds"], round_columns)]
         if single and run["config"]:
             parts += ["<h2>Config</h2>", f"<pre>{html.escape(yaml.safe_dump(run['config'], sort_keys=False))}</pre>"]
     for run in runs:
@@ -378,5 +380,5 @@ def write_report(run_dirs: list[Path], out: Path, sections: list[str] | None = N
     return out
 
 
-def _hex(rgb: tuple) -> str:
+def hex_colour(rgb: tuple) -> str:
     return "#" + "".join(f"{round(255 * c):02x}" for c in rgb[:3])

@@ -56,7 +56,7 @@ def metric_per_round(
     _rounds_axis(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def metric_per_second(runs: list[Run], path: Path, metric: str = "accuracy") -> Path:
@@ -73,7 +73,7 @@ def metric_per_second(runs: list[Run], path: Path, metric: str = "accuracy") -> 
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def bytes_per_round(runs: list[Run], path: Path) -> Path:
@@ -91,7 +91,7 @@ def bytes_per_round(runs: list[Run], path: Path) -> Path:
     _rounds_axis(ax)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def device_costs(run: Run, path: Path) -> Path:
@@ -121,7 +121,7 @@ def device_costs(run: Run, path: Path) -> Path:
     for ax in (a1, a2):
         ax.set_xticks(range(len(ids)), labels, fontsize=7, rotation=45, ha="right")
         ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def loss_per_round(runs: list[Run], path: Path) -> Path | None:
@@ -150,7 +150,7 @@ def loss_per_round(runs: list[Run], path: Path) -> Path | None:
     _rounds_axis(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def label_mix(mix: list[list[int]], names: list[str], path: Path) -> Path:
@@ -165,7 +165,7 @@ def label_mix(mix: list[list[int]], names: list[str], path: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=7, ncol=min(len(names), 6))
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def client_metric(values: dict[int, float], tiers: dict[int, str], path: Path, label: str) -> Path:
@@ -176,10 +176,10 @@ def client_metric(values: dict[int, float], tiers: dict[int, str], path: Path, l
     ax.set_xticks(range(len(ids)), [f"{i} {tiers.get(i, '')}" for i in ids], fontsize=7, rotation=45, ha="right")
     ax.set(ylabel=label, title=f"Each client's {label} on its own test split (last evaluation)")
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
