@@ -144,6 +144,8 @@ def test_the_cli_runs_all_four_tenants(tmp_path):
     assert sorted(devices) == list(range(24))
     for t in result["tenants"]:
         assert t["deadline_met"] == (t["target_reached"] and t["target_seconds"] <= t["deadline"])
+    page = (out / "report.html").read_text()  # one page: a panel per tenant, links to their reports
+    assert all(f"href='{n}/report.html'" in page for n in names) and (out / "plots" / "tenants.png").is_file()
 
 
 def test_a_tenant_trains_on_its_devices_own_data(tmp_path):

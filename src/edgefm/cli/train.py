@@ -187,6 +187,9 @@ def _run_tenants(path: Path, sets: list[str], out: Path | None) -> None:
         last[k] = len(run["rounds"])
         results.append(tenants.outcome(t, run["rounds"], headline(run)[0]))
     (out / "tenants.json").write_text(json.dumps({"seed": seed, "tenants": results}, indent=2))
+    from edgefm.report.tenants import write_tenants_report
+
+    page = write_tenants_report(out, results)
     table = Table(title=f"{len(chosen)} tenants, {len(population)} devices, one edge server")
     for col in ("tenant", "metric", "final", "target", "reached at (sim s)", "deadline", "met"):
         table.add_column(col, justify="right")
@@ -201,7 +204,7 @@ def _run_tenants(path: Path, sets: list[str], out: Path | None) -> None:
             "yes" if r["deadline_met"] else "no",
         )
     console.print(table)
-    console.print(f"tenants: {out / 'tenants.json'}", highlight=False)
+    console.print(f"tenants: {out / 'tenants.json'}; page: {page}", highlight=False)
 
 
 @app.command()

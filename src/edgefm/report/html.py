@@ -158,10 +158,15 @@ def img_tag(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def table_html(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A table in human units (``units.py``), in a box that scrolls sideways on a narrow page."""
+def table_html(rows: list[dict[str, Any]], columns: list[str], raw: tuple[str, ...] = ()) -> str:
+    """A table in human units (``units.py``), in a box that scrolls sideways on a narrow page;
+    ``raw`` columns hold HTML the caller escaped (e.g. links)."""
     head = "".join(f"<th>{html.escape(units.header(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{units.cell(c, r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+
+    def cell(c: str, v: Any) -> str:
+        return str(v) if c in raw else units.cell(c, v)
+
+    body = "".join("<tr>" + "".join(f"<td>{cell(c, r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
