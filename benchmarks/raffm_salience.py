@@ -128,8 +128,13 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--raffm-seeds", default="", help="also train RaFFM with each ordering, these seeds")
+    ap.add_argument("--raffm-datasets", default="sst2,agnews", help="...on these datasets")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench-salience")
+    ap.add_argument("--report-only", action="store_true", help="re-render the .md from the .json")
     args = ap.parse_args()
+    if args.report_only:
+        render(json.loads((RESULTS / "raffm_salience.json").read_text()))
+        return
     datasets, seeds = args.datasets.split(","), [int(s) for s in args.seeds.split(",")]
     cosine = [row for ds in datasets for row in pretrained_cosine(ds)]
     cuts, trained_rows = [], []
@@ -140,7 +145,7 @@ def main() -> None:
             s = train_run(overrides(ds, seed, args.rounds, full_size), out)
             trained_rows.append({"dataset": ds, "seed": seed, "trained": "full size", "accuracy": s["final_accuracy"]})
             cuts += cut_rows(out, ds, seed, "full size", ORDERS)
-            if str(seed) not in args.raffm_seeds.split(","):
+            if str(seed) not in args.raffm_seeds.split(",") or ds not in args.raffm_datasets.split(","):
                 continue
             for salience in ("none", "spp", "activation"):
                 out = args.runs_dir / f"{ds}-raffm-{salience}-s{seed}"
@@ -182,7 +187,12 @@ def render(p: dict) -> None:
         "",
         f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Regenerate: "
         f"`python -m benchmarks.raffm_salience --datasets {p['args']['datasets']} --seeds {p['args']['seeds']}"
-        f"{' --raffm-seeds ' + p['args']['raffm_seeds'] if p['args']['raffm_seeds'] else ''}`. Widths are uniform cuts of every layer's FFN and "
+        + (
+            f" --raffm-seeds {p['args']['raffm_seeds']} --raffm-datasets {p['args']['raffm_datasets']}"
+            if p["args"]["raffm_seeds"]
+            else ""
+        )
+        + "`. Widths are uniform cuts of every layer's FFN and "
         "query/key width (`edgefm export RUN --budget 50%`); value/output widths and the head count stay.",
         "",
         "## 1. Pretrained MiniLM, no training: hidden-state cosine to the full model",
@@ -197,9 +207,13 @@ def render(p: dict) -> None:
         "`salience=none`: FedAvg), 5 rounds, 1,500 examples, Dirichlet 0.5; then cut by each order. The "
         "activation order comes from each client's statistics of its own training data (256 examples each, "
         "measured at full width), combined sample-weighted, as the server combines what clients send with "
-        "`salience=activation`.",
+        "`salience=activation`. *RaFFM salience=X* (where run): RaFFM trained with that order (each device "
+        "the widest subnetwork it can train, the server reordering after every round), its global model cut "
+        "as trained.",
         "",
-        *table(_summary(p["cuts"])),
+        *table(_summary([c for c in p["cuts"] if c["trained"] == "full size"])),
+        "",
+        *table(_summary([c for c in p["cuts"] if c["trained"] != "full size"])),
         "",
         "Final accuracy of the trained models:",
         "",
