@@ -136,7 +136,10 @@ def combine(reports: list[tuple[Tensors, Spec, float]], arch: Arch) -> Tensors:
             idx = _kept(name, spec, arch)
             width = arch.ffn if name.endswith("ffn") else arch.heads * arch.head_dim
             if name not in total:
-                total[name], weight[name] = torch.zeros(width, dtype=torch.float64), torch.zeros(width, dtype=torch.float64)
+                total[name], weight[name] = (
+                    torch.zeros(width, dtype=torch.float64),
+                    torch.zeros(width, dtype=torch.float64),
+                )
             total[name].index_add_(0, idx, w * v.double())
             weight[name].index_add_(0, idx, torch.full((len(idx),), float(w), dtype=torch.float64))
     return {k: torch.where(weight[k] > 0, total[k] / weight[k].clamp_min(1e-300), torch.nan) for k in total}
@@ -159,5 +162,3 @@ def activation_permutations(
         ffn = stats[stat_key(i, "ffn")].double() * w2.abs().sum(dim=0).double()
         perms[(i, "ffn")] = torch.sort(-torch.nan_to_num(ffn, nan=-torch.inf), stable=True).indices
     return perms
-
-
