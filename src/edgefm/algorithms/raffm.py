@@ -237,7 +237,8 @@ class RaFFM(Strategy):
         for u in updates:  # the server chose every client's spec: it is in the round's tasks
             spec = E.Spec.from_list(tasks[u.client_id].config["spec"])
             full, mask = {}, {}
-            reports.append(({k: v for k, v in u.payload.items() if S.is_stat(k)}, spec, float(u.num_examples)))
+            if self.measured:
+                reports.append(({k: v for k, v in u.payload.items() if S.is_stat(k)}, spec, float(u.num_examples)))
             for k, v in u.payload.items():
                 if S.is_stat(k):
                     continue

@@ -34,12 +34,7 @@ def net_bids(inst: Instance, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def best_single_price(net: np.ndarray) -> tuple[float, float]:
     """(price, revenue) of the best single price: the price is one of the bids."""
-    b = np.sort(net[net > 0])[::-1]
-    if len(b) == 0:
-        return 0.0, 0.0
-    rev = np.arange(1, len(b) + 1) * b
-    k = int(np.argmax(rev))
-    return float(b[k]), float(rev[k])
+    return best_unit_price(net, np.ones(len(net)))
 
 
 def omniscient(net: np.ndarray) -> dict[str, Any]:
@@ -47,21 +42,25 @@ def omniscient(net: np.ndarray) -> dict[str, Any]:
     return {"revenue": revenue, "winners": int((net >= price).sum()) if revenue > 0 else 0}
 
 
-def rsop(net: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+def rsop(net: np.ndarray, rng: np.random.Generator, demand: np.ndarray | None = None) -> dict[str, Any]:
+    """Split users in two at random, offer each half the best price of the other half (per unit
+    of ``demand`` when given: the resource-weighted auction's densities)."""
+    a = np.ones(len(net)) if demand is None else demand
     side = rng.random(len(net)) < 0.5
     revenue, winners = 0.0, 0
-    for a, b in ((side, ~side), (~side, side)):
-        price, _ = best_single_price(net[a])
+    for mine, other in ((side, ~side), (~side, side)):
+        price, _ = best_unit_price(net[mine], a[mine])
         if price > 0:
-            sold = net[b] >= price
-            revenue += price * sold.sum()
+            sold = net[other] >= price
+            revenue += price * a[other][sold].sum()
             winners += int(sold.sum())
     return {"revenue": float(revenue), "winners": winners}
 
 
-def posted(net: np.ndarray, price: float) -> dict[str, Any]:
+def posted(net: np.ndarray, price: float, demand: np.ndarray | None = None) -> dict[str, Any]:
     sold = net >= price
-    return {"revenue": float(price * sold.sum()), "winners": int(sold.sum())}
+    units = sold.sum() if demand is None else demand[sold].sum()
+    return {"revenue": float(price * units), "winners": int(sold.sum())}
 
 
 def kth_price(net: np.ndarray, k: int | None = None) -> dict[str, Any]:
@@ -119,17 +118,11 @@ def resource_pricing(inst: Instance, seed: int, posted_margin: float) -> dict[st
     plans, order, d = aeria_resource.market(inst, seed)
     a = plans.demand[order]
     price, revenue = best_unit_price(d, a)
-    out = {"omniscient": {"revenue": revenue, "winners": int(np.sum(d >= price)) if revenue > 0 else 0}}
-    side = np.random.default_rng([seed, 2]).random(len(d)) < 0.5
-    rev = won = 0
-    for mine, other in ((side, ~side), (~side, side)):
-        p, _ = best_unit_price(d[mine], a[mine])
-        if p > 0:
-            sold = d[other] >= p
-            rev, won = rev + p * a[other][sold].sum(), won + int(sold.sum())
-    out["rsop"] = {"revenue": float(rev), "winners": won}
-    sold = d >= posted_margin
-    out["posted"] = {"revenue": float(posted_margin * a[sold].sum()), "winners": int(sold.sum())}
+    out = {
+        "omniscient": {"revenue": revenue, "winners": int(np.sum(d >= price)) if revenue > 0 else 0},
+        "rsop": rsop(d, np.random.default_rng([seed, 2]), a),
+        "posted": posted(d, posted_margin, a),
+    }
     for variant in aeria_resource.VARIANTS:
         o = aeria_resource.run_resource_auction(inst, seed, variant)
         out[f"aeria_{variant}"] = {"revenue": o.revenue, "winners": len(o.winners)}

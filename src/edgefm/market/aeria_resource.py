@@ -64,8 +64,11 @@ def f_weighted(d: np.ndarray, a: np.ndarray, at_least: int = 2) -> float:
     return float(max(prod[at_least - 1 :].max(), 0.0))
 
 
-def _chunks(n: int) -> range:
-    return range(0, n, max(1, (1 << 22) // max(n, 1)))
+def _row_blocks(n: int):
+    """Users 0..n-1 as column vectors of a few million matrix cells each (bounded memory)."""
+    step = max(1, (1 << 22) // max(n, 1))
+    for lo in range(0, n, step):
+        yield np.arange(lo, min(n, lo + step))[:, None]
 
 
 def f2_without_each(d: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -81,8 +84,7 @@ def f2_without_each(d: np.ndarray, a: np.ndarray) -> np.ndarray:
     c = np.concatenate([[0.0], np.cumsum(a)])
     k = np.arange(2, n)  # others' group sizes
     below = d[k - 1] * c[k]
-    for lo in _chunks(n):
-        j = np.arange(lo, min(n, lo + _chunks(n).step))[:, None]
+    for j in _row_blocks(n):
         vals = np.where(k[None, :] <= j, below[None, :], d[k][None, :] * (c[k + 1][None, :] - a[j]))
         out[j[:, 0]] = np.maximum(vals.max(axis=1), 0.0)
     return out
@@ -100,8 +102,7 @@ def thresholds_weighted(d: np.ndarray, a: np.ndarray, targets: np.ndarray) -> np
         return t
     c = np.concatenate([[0.0], np.cumsum(a)])
     m = np.arange(1, n)
-    for lo in _chunks(n):
-        j = np.arange(lo, min(n, lo + _chunks(n).step))[:, None]
+    for j in _row_blocks(n):
         inside = m[None, :] > j  # j among the first m+1
         last = np.where(inside, d[m][None, :], d[m - 1][None, :])
         demand = np.where(inside, c[m + 1][None, :], a[j] + c[m][None, :])

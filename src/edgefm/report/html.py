@@ -376,13 +376,17 @@ def write_report(run_dirs: list[Path], out: Path, sections: list[str] | None = N
     for run in runs:
         parts += robustness_section(run["dir"])
     parts += sections or []
-    page = (
+    return write_page(out, title, parts)
+
+
+def write_page(path: Path, title: str, parts: list[str]) -> Path:
+    """A self-contained page (the report's style) holding ``parts``, written to ``path``."""
+    path.write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<meta name='viewport' content='width=device-width'><style>{CSS}</style></head>"
         f"<body>{''.join(parts)}</body></html>"
     )
-    out.write_text(page)
-    return out
+    return path
 
 
 def hex_colour(rgb: tuple) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgefm.report import plots, units
-from edgefm.report.html import CSS, img_tag, table_html
+from edgefm.report.html import img_tag, table_html, write_page
 
 plt = plots.plt
 
@@ -25,13 +25,7 @@ def _figure(draw, size=(10, 3.4)) -> str:
 
 
 def _page(title: str, lead: str, parts: list[str], path: Path) -> Path:
-    body = f"<h1>edgefm — {html.escape(title)}</h1><p>{html.escape(lead)}</p>{''.join(parts)}"
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<meta name='viewport' content='width=device-width'><style>{CSS}</style></head><body>{body}</body></html>"
-    )
-    path.write_text(page)
-    return path
+    return write_page(path, title, [f"<h1>edgefm — {html.escape(title)}</h1><p>{html.escape(lead)}</p>", *parts])
 
 
 def lmaas_page(inst, result: dict[str, Any], path: Path) -> Path:

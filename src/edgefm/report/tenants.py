@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefm.report import plots
-from edgefm.report.html import CSS, headline, img_tag, read_run, table_html
+from edgefm.report.html import headline, img_tag, read_run, table_html, write_page
 
 LABELS = {"accuracy": "accuracy", "log_ppl": "log-perplexity"}
 
@@ -55,9 +55,4 @@ def write_tenants_report(out: Path, results: list[dict[str, Any]]) -> Path:
         img_tag(panels(runs, results, out / "plots" / "tenants.png")),
         table,
     ]
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<meta name='viewport' content='width=device-width'><style>{CSS}</style></head><body>{''.join(body)}</body></html>"
-    )
-    (out / "report.html").write_text(page)
-    return out / "report.html"
+    return write_page(out / "report.html", title, body)
