@@ -66,6 +66,30 @@ def trainable_percent(overrides: list[str]) -> float:
     return 100.0 * n / sum(p.numel() for p in sc.workbench.model.parameters())
 
 
+def run_overrides(
+    ds: str, alpha: str, seed: str, method: str, args: argparse.Namespace | None = None, split: bool = False
+):
+    """The ``edgefm train`` overrides of one run of this benchmark (``args``: the scale; the
+    defaults when None). ``split``: (the settings every method shares, the method's own)."""
+    a = args or argparse.Namespace(clients=10, rounds=6, stage1=3, max_train=1500)
+    common = [
+        f"seed={seed}",
+        f"clients={a.clients}",
+        f"rounds={a.rounds}",
+        f"eval_every={a.rounds}",  # the table reads only the last round (same numbers, less wall time)
+        f"data.name={ds}",
+        f"data.max_train={a.max_train}",
+        f"partition.alpha={alpha}",
+        "data.max_test=872" if ds == "sst2" else "data.max_test=1000",
+        *(["data.max_length=96"] if ds == "agnews" else []),
+    ]
+    extra = [
+        *METHODS[method],
+        *([f"algorithm.stage1_rounds={a.stage1}"] if "fedms" in METHODS[method][0] else []),
+    ]
+    return (common, extra) if split else [*common, *extra]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", default="sst2")
@@ -85,21 +109,7 @@ def main() -> None:
             for method in args.methods.split(","):
                 per_seed = []
                 for seed in args.seeds.split(","):
-                    common = [
-                        f"seed={seed}",
-                        f"clients={args.clients}",
-                        f"rounds={args.rounds}",
-                        f"eval_every={args.rounds}",  # the table reads only the last round (same numbers, less wall time)
-                        f"data.name={ds}",
-                        f"data.max_train={args.max_train}",
-                        f"partition.alpha={alpha}",
-                        "data.max_test=872" if ds == "sst2" else "data.max_test=1000",
-                        *(["data.max_length=96"] if ds == "agnews" else []),
-                    ]
-                    extra = [
-                        *METHODS[method],
-                        *([f"algorithm.stage1_rounds={args.stage1}"] if "fedms" in METHODS[method][0] else []),
-                    ]
+                    common, extra = run_overrides(ds, alpha, seed, method, args, split=True)
                     out = args.runs_dir / f"{ds}-a{alpha}-{method.replace(' ', '_').replace('+', '_')}-s{seed}"
                     if args.cached_only and not (out / "summary.json").is_file():
                         continue

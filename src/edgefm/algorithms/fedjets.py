@@ -165,7 +165,9 @@ def routing_mass(model, routers: dict[str, torch.Tensor], data: ClientData, acti
             real = batch.attention_mask.reshape(-1) > 0
             for i in range(len(layers)):
                 h = inputs[i].reshape(-1, inputs[i].shape[-1])[real]
-                top = (h @ routers[f"lm.model.layers.{i}.{ROUTER}"].T).topk(active, dim=-1).indices
+                top = (
+                    (h @ routers[f"lm.model.layers.{i}.{ROUTER}"].to(h.device, h.dtype).T).topk(active, dim=-1).indices
+                )
                 c = torch.bincount(top.reshape(-1), minlength=routers[f"lm.model.layers.{i}.{ROUTER}"].shape[0])
                 counts = c.double() if counts is None else counts + c.double()
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from edgefm import EdgefmError
 from edgefm.edge.costs import update_cost
@@ -64,6 +65,10 @@ class Reply:
     wire_bytes_down: int | None = None
 
 
+def _host(tensors: Tensors) -> Tensors:
+    return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}
+
+
 class InProcess:
     """The in-process transport: clients take turns on the shared workbench, in this process.
     Their private state (local experts, personalized heads) is held here, per client: in memory
@@ -81,7 +86,11 @@ class InProcess:
             except Exception as exc:  # a failing device must not stop the round
                 replies.append(Reply(cid, None, f"{type(exc).__name__}: {exc}"))
                 continue
+            # what crosses the network is host memory, as on Flower (which serialises it): the
+            # server validates and aggregates on the CPU whatever device the client trained on
+            update.payload = _host(update.payload)
             if update.private is not None:  # kept by the store alone (it may go to disk), not the reply
+                update.private = _host(update.private)
                 self.private[cid], update.private = update.private, None
             replies.append(Reply(cid, update))
             self._release()

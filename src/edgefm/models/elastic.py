@@ -109,19 +109,21 @@ def rule(name: str) -> tuple[int, str, int] | None:
     return None
 
 
-def kept(kind: str, layer: int, spec: Spec, arch: Arch) -> torch.Tensor:
-    """Indices a spec keeps along an elastic dimension (leading slices; per head for Q/K)."""
+def kept(kind: str, layer: int, spec: Spec, arch: Arch, device: torch.device | None = None) -> torch.Tensor:
+    """Indices a spec keeps along an elastic dimension (leading slices; per head for Q/K), on
+    ``device`` (the sliced tensor's: index_select wants both on one device)."""
     if kind == "ffn":
-        return torch.arange(spec.ffn[layer])
+        return torch.arange(spec.ffn[layer], device=device)
     q = spec.qk[layer]
-    return (torch.arange(arch.heads)[:, None] * arch.head_dim + torch.arange(q)[None, :]).reshape(-1)
+    heads = torch.arange(arch.heads, device=device)[:, None] * arch.head_dim
+    return (heads + torch.arange(q, device=device)[None, :]).reshape(-1)
 
 
 def slice_state(state: Tensors, spec: Spec, arch: Arch) -> Tensors:
     out = {}
     for name, t in state.items():
         r = rule(name)
-        out[name] = t.clone() if r is None else t.index_select(r[2], kept(r[1], r[0], spec, arch)).clone()
+        out[name] = t.clone() if r is None else t.index_select(r[2], kept(r[1], r[0], spec, arch, t.device)).clone()
     return out
 
 
@@ -133,8 +135,8 @@ def scatter(
     if r is None:
         return part.clone(), torch.ones_like(full, dtype=torch.bool)
     layer, kind, dim = r
-    idx = kept(kind, layer, spec, arch)
-    out = full.clone().index_copy_(dim, idx, part.to(full.dtype))
+    idx = kept(kind, layer, spec, arch, full.device)
+    out = full.clone().index_copy_(dim, idx, part.to(full.device, full.dtype))
     mask = torch.zeros_like(full, dtype=torch.bool).index_fill_(dim, idx, True)
     return out, mask
 
@@ -191,7 +193,7 @@ def apply_permutations(state: Tensors, perms: dict[tuple[int, str], torch.Tensor
             continue
         layer, kind, dim = r
         which = kind if kind == "ffn" else ("query" if ".query." in name else "key")
-        out[name] = t.index_select(dim, perms[(layer, which)])
+        out[name] = t.index_select(dim, perms[(layer, which)].to(t.device))
     return out
 
 
@@ -260,7 +262,7 @@ def extract(model: nn.Module, spec: Spec, arch: Arch | None = None) -> nn.Module
             continue
         owner_name, attr = name.rsplit(".", 1)
         owner = sub.get_submodule(owner_name)
-        data = p.detach().index_select(r[2], kept(r[1], r[0], spec, arch)).clone()
+        data = p.detach().index_select(r[2], kept(r[1], r[0], spec, arch, p.device)).clone()
         setattr(owner, attr, nn.Parameter(data, requires_grad=p.requires_grad))
         if isinstance(owner, nn.Linear) and data.dim() == 2:
             owner.out_features, owner.in_features = data.shape

@@ -181,7 +181,7 @@ def flop_models(workbench, key: str, compute: Callable, step: Callable) -> tuple
             return compute(ids, mask)
 
     def whole(ids, mask):
-        step(frozen(ids, mask), Batch(ids, mask, torch.zeros(len(ids), dtype=torch.long))).backward()
+        step(frozen(ids, mask), Batch(ids, mask, torch.zeros(len(ids), dtype=torch.long, device=ids.device))).backward()
 
     flops_compute = workbench.flop_model(train=False, key=key + "-frozen", step=frozen)
     return flops_compute, workbench.flop_model(train=True, key=key + "-whole", step=whole) - flops_compute

@@ -89,7 +89,8 @@ class ActivationStats:
         return hook
 
     def means(self) -> Tensors:
-        return {k: v / max(self.tokens, 1.0) for k, v in self.sums.items()}
+        # host tensors: a report that crosses the network or meets other clients' on the server
+        return {k: (v / max(self.tokens, 1.0)).cpu() for k, v in self.sums.items()}
 
 
 @torch.no_grad()
@@ -140,7 +141,7 @@ def combine(reports: list[tuple[Tensors, Spec, float]], arch: Arch) -> Tensors:
                     torch.zeros(width, dtype=torch.float64),
                     torch.zeros(width, dtype=torch.float64),
                 )
-            total[name].index_add_(0, idx, w * v.double())
+            total[name].index_add_(0, idx, w * v.detach().double().cpu())
             weight[name].index_add_(0, idx, torch.full((len(idx),), float(w), dtype=torch.float64))
     return {k: torch.where(weight[k] > 0, total[k] / weight[k].clamp_min(1e-300), torch.nan) for k in total}
 
