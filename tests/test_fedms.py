@@ -193,3 +193,49 @@ def test_evaluating_less_often_changes_no_final_figure():
         last = out["ledger"].rounds[-1]
         finals.append([last[k] for k in ("accuracy", "client_acc_mean", "client_acc_min", "flops", "bytes_up")])
     assert finals[0] == finals[1]
+
+
+def test_gate_holdout_keeps_the_gates_examples_from_the_local_expert():
+    """With ``gate_holdout`` the local expert trains on its rows only and the gate on the others
+    only: relabelling the gate's rows changes the gate's upload and leaves the local expert."""
+    from edgefm.data.encode import Encoded
+
+    extra = ["algorithm.stage1_rounds=0", "algorithm.gate_holdout=0.3"]
+    n = len(build(config.load(None, [*TINY, *extra])).clients[0].train)
+
+    def stage2(flip: bool):
+        sc = build(config.load(None, [*TINY, *extra]))
+        s, c = sc.strategy, sc.clients[0]
+        experts, gate = s.gate_split(0, len(c.train))
+        if flip:
+            labels = c.train.labels.copy()
+            labels[gate] = 1 - labels[gate]
+            c.train = Encoded(c.train.ids, labels, c.train.pad_id)
+        state = s.initial_state(sc.workbench)
+        update = s.client_update(s.configure(1, state, sc.devices)[0], sc.workbench, c, None)
+        return (experts, gate), update
+
+    (experts, gate), honest = stage2(False)
+    _, flipped = stage2(True)
+    assert len(gate) == round(0.3 * n) and sorted([*experts, *gate]) == list(range(n))
+    local = [k for k in honest.private if k.startswith(("local.", "local_head."))]
+    assert local and all(torch.equal(honest.private[k], flipped.private[k]) for k in local)
+    assert any(not torch.equal(honest.payload[k], flipped.payload[k]) for k in honest.payload)
+    assert honest.flops > 0
+    sc = build(config.load(None, TINY))
+    assert sc.strategy.gate_split(0, n) is None  # off by default
+
+
+def test_local_test_global_mixes_the_global_test_set_into_each_clients_test():
+    base = build(config.load(None, TINY))
+    mixed = build(config.load(None, [*TINY, "partition.local_test_global=0.3"]))
+    for b, m in zip(base.clients, mixed.clients, strict=True):
+        own = len(b.test)
+        extra = len(m.test) - own
+        assert extra == round(0.3 * own / 0.7) and torch.equal(
+            torch.as_tensor(m.train.labels), torch.as_tensor(b.train.labels)
+        )
+        rows = -1 - m.test_index[own:]  # rows of the global test set
+        assert (rows >= 0).all() and len(set(rows.tolist())) == extra
+        assert list(m.test.labels[own:]) == list(base.test.labels[rows])
+        assert list(m.test.labels[:own]) == list(b.test.labels)

@@ -68,12 +68,16 @@ class PartitionConfig:
     classes_per_client: int = 2  # pathological partitioner
     column: str | None = None  # natural partitioner: the column that names each example's owner
     local_test_fraction: float = 0.2  # each client's local test split, same label mix as its train
+    # share of each client's local test split drawn from the global test set (outside its training
+    # mix: the examples a personalised model meets beyond its own label skew); 0: none
+    local_test_global: float = 0.0
     min_size: int = 4  # Dirichlet redraws until every client holds at least this many examples
 
     def __post_init__(self) -> None:
         check_range("partition.alpha", self.alpha, lo=0.0, open_lo=True)
         check_range("partition.classes_per_client", self.classes_per_client, lo=1)
         check_range("partition.local_test_fraction", self.local_test_fraction, lo=0.0, hi=1.0, open_hi=True)
+        check_range("partition.local_test_global", self.local_test_global, lo=0.0, hi=1.0, open_hi=True)
         check_range("partition.min_size", self.min_size, lo=1)
 
 

@@ -76,6 +76,9 @@ class FedMSConfig(AlgorithmConfig):
     local_weight: float = 0.5  # weight of the local expert's own cross-entropy in a client's loss
     # learned: the gate mixing the experts trains; fixed: it keeps its initial weights
     gate: Literal["learned", "fixed"] = "learned"
+    # share of each client's stage-2 examples held out of the local expert's training and used to
+    # train the gate alone (a fixed split per client); 0: experts and gate train together on all
+    gate_holdout: float = 0.0
     # which experts predict: the mixture, the global alone or the local alone
     experts: Literal["mixture", "global", "local"] = "mixture"
 
@@ -86,6 +89,7 @@ class FedMSConfig(AlgorithmConfig):
         for key in ("gate_lr", "full_depth_flops"):
             check_range(f"algorithm.{key}", getattr(self, key), lo=0.0, open_lo=True)
         check_range("algorithm.local_weight", self.local_weight, lo=0.0)
+        check_range("algorithm.gate_holdout", self.gate_holdout, lo=0.0, hi=1.0, open_hi=True)
 
 
 @register("algorithm", "raffm")

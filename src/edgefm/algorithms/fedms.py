@@ -24,6 +24,10 @@ Models" (arXiv 2312.15926). Choices the abstract leaves open, as fixed by the pr
   device keeps and reuses across epochs and rounds; the ledger charges them once, when computed.
 - Ablations: ``gate=fixed`` (0.5/0.5 mixture, nothing uploaded in stage 2), ``experts=global``
   (stage 2 skipped: FedAvg with SAL) and ``experts=local`` (local expert alone in stage 2).
+- ``gate_holdout`` (ours, default 0): a fixed share of each client's examples is kept from
+  the local expert, which trains first (gate frozen), and the gate then trains alone on those
+  examples. Trained jointly, the gate sees the local expert on examples it has fitted and can
+  over-trust it.
 - Learning rates: ``train.lr`` for LoRA, ``train.head_lr`` for heads, ``gate_lr`` for the gate.
 - ``expert_breakdown`` (``edgefm experts RUN``) re-evaluates a finished run's clients: global
   expert, local expert, the better of the two per client, the mixture and the gate's weight, so
@@ -35,6 +39,7 @@ Models" (arXiv 2312.15926). Choices the abstract leaves open, as fixed by the pr
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -256,6 +261,16 @@ class FedMS(FedAvg):
         out.update({f"gate_out.{k}": v.detach().clone() for k, v in model.gate.out.state_dict().items()})
         return out
 
+    def gate_split(self, client: int, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows the experts train on, rows the gate trains on) of a client's ``n`` training
+        examples: the same split every round (seeded by the run and the client), None when
+        ``gate_holdout`` is 0 or would leave either side empty."""
+        k = int(round(self.algo.gate_holdout * n))
+        if k == 0 or k == n:
+            return None
+        order = np.random.default_rng([self.cfg.seed, client, 16]).permutation(n)
+        return np.sort(order[k:]), np.sort(order[:k])
+
     @staticmethod
     def _blocks_of(private: Tensors) -> set[int]:
         return {int(b) for b in private["blocks"].tolist()}
@@ -291,16 +306,41 @@ class FedMS(FedAvg):
         positions = P.positions(data.train, parts) if parts is not None else 0
         passes = self._passes(model, blocks, parts, train=True)
         key = f"fedms-s2-{self.algo.experts}-{self.algo.gate}-{len(blocks)}-cut{k if parts else 0}"
+        held = self.gate_split(task.client_id, len(data.train)) if gate_params else None
+        if held is not None:  # the experts first, the gate alone after, on examples they never saw
+            for p in gate_params:
+                p.requires_grad = False
+            groups = groups[:2]
         flops_compute, flops_step = P.flop_models(workbench, key, passes.frozen, passes.loss)
-        fit = workbench.fit(
-            data.train,
-            train,
-            gen,
-            seed,
-            groups=groups,
-            flops_model=flops_step,
-            step_loss=lambda b: passes.loss(cache.lookup(model, b, passes.frozen, flops_compute, positions), b),
-        )
+
+        def on(rows: np.ndarray | None):
+            """The step's loss, its frozen passes read from the cache over all of data.train."""
+
+            def step(b):
+                whole = b if rows is None else replace(b, index=rows[b.index])
+                return passes.loss(cache.lookup(model, whole, passes.frozen, flops_compute, positions), b)
+
+            return step
+
+        rows = None if held is None else held[0]
+        part = data.train if rows is None else data.train.subset(rows)
+        fit = workbench.fit(part, train, gen, seed, groups=groups, flops_model=flops_step, step_loss=on(rows))
+        if held is not None:
+            for p in [*lora, *model.local_head.parameters()]:
+                p.requires_grad = False
+            for p in gate_params:
+                p.requires_grad = True
+            _, flops_gate = P.flop_models(workbench, key + "-gate", passes.frozen, passes.loss)
+            gate_fit = workbench.fit(
+                data.train.subset(held[1]),
+                train,
+                gen,
+                seed + 1,
+                groups=[{"params": gate_params, "lr": self.algo.gate_lr}],
+                flops_model=flops_gate,
+                step_loss=on(held[1]),
+            )
+            fit = replace(fit, flops=fit.flops + gate_fit.flops)
         for p in [*model.local_head.parameters(), *model.gate.parameters()]:
             p.requires_grad = False
         up = {GATE + k: v.detach().clone() for k, v in model.gate.adapter.state_dict().items()} if gate_params else {}

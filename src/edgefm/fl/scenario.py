@@ -74,6 +74,23 @@ def partition_indices(
     return [(pool[tr], pool[te]) for tr, te in splits]
 
 
+def _mix_global(clients: list[ClientData], test: Encoded, share: float, rng: np.random.Generator) -> None:
+    """Add to each client's local test split examples of the global test set, ``share`` of the
+    result (seeded, without replacement within a client): its model then also meets data from
+    outside its own training mix. Their ``test_index`` entries are ``-1 - row`` (a row of the
+    global test set, not of the training pool)."""
+    for c in clients:
+        own = len(c.test)
+        extra = min(len(test), int(round(share * own / (1.0 - share))))
+        if own == 0 or extra == 0:
+            continue
+        rows = np.sort(rng.choice(len(test), size=extra, replace=False))
+        picked = test.subset(rows)
+        c.test = Encoded(c.test.ids + picked.ids, np.concatenate([c.test.labels, picked.labels]), c.test.pad_id)
+        if c.test_index is not None:
+            c.test_index = np.concatenate([c.test_index, -1 - rows])
+
+
 def build(cfg: RunConfig, devices: list[DeviceProfile] | None = None, owners: list[int] | None = None) -> Scenario:
     """The run ``cfg`` describes. Several tenants over one population (``fl/tenants.py``): the
     data is dealt to all ``cfg.clients`` devices of the population, and the run trains only the
@@ -112,6 +129,8 @@ def build(cfg: RunConfig, devices: list[DeviceProfile] | None = None, owners: li
             c = clients[k]
             c.train = Encoded(c.train.ids, attacks.flip_labels(c.train.labels, bundle.num_labels), c.train.pad_id)
     test = task.encode(tokenizer, bundle.test, np.arange(len(bundle.test)), cfg)
+    if cfg.partition.local_test_global > 0:
+        _mix_global(clients, test, cfg.partition.local_test_global, np.random.default_rng(seed_for(cfg.seed, 15)))
     public = encode(public_rows) if len(public_rows) else None
     clients, devices = strategy.population(clients, devices, workbench)
     strategy.server_data(public)
