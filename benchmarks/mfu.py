@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
 from benchmarks._common import write  # noqa: E402
-from benchmarks.precision import matmul_flops  # noqa: E402
-from edgefm import api  # noqa: E402
+from benchmarks.precision import matmul_flops, one_run  # noqa: E402
 from edgefm.config import DEMO  # noqa: E402
-from edgefm.models.workbench import resolve_device, resolve_precision  # noqa: E402
 
 METHODS = {
     "fedavg-lora": ["algorithm.name=fedavg"],
@@ -36,22 +32,16 @@ METHODS = {
 
 
 def one(name: str, seed: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        run = api.train(None, [f"seed={seed}", *DEMO, *METHODS[name]], out=os.path.join(tmp, "run"))
-        wall = time.perf_counter() - start
-        m, cfg = run.metrics, run.config
-    flops, round_wall = float(m["flops"].sum()), float(m["wall_s"].sum())
-    precision = resolve_precision(resolve_device(cfg.device), cfg.train.precision)
+    r = one_run(seed, name, [*DEMO, *METHODS[name]])
     return {
         "method": name,
         "seed": seed,
-        "run_s": wall,
-        "round_wall_s": round_wall,
-        "accuracy": float(m.dropna(subset=["accuracy"]).iloc[-1]["accuracy"]),
-        "device_gflop": flops / 1e9,
-        "gflops_per_s": flops / round_wall / 1e9,
-        "precision": precision,
+        "run_s": r["run_s"],
+        "round_wall_s": r["round_wall_s"],
+        "accuracy": r["accuracy"],
+        "device_gflop": r["train_flops"] / 1e9,
+        "gflops_per_s": r["flops_per_s"] / 1e9,
+        "precision": r["precision"],
     }
 
 

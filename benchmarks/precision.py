@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from benchmarks._common import RESULTS, write  # noqa: E402
 from edgefm import api  # noqa: E402
 from edgefm.config import DEMO  # noqa: E402
-from edgefm.models.workbench import resolve_precision  # noqa: E402
+from edgefm.models.workbench import resolve_device, resolve_precision  # noqa: E402
 
 
 def matmul_flops(n: int, dtype: torch.dtype, seconds: float = 3.0) -> float:
@@ -100,13 +100,17 @@ def profile(name: str, overrides: list[str], seed: int = 0) -> dict:
 VARIANTS = {"main (fp32)": [], "bf16": ["train.precision=bf16"], "demo": list(DEMO)}
 
 
-def one_run(seed: int, name: str) -> dict:
+def one_run(seed: int, name: str, overrides: list[str] | None = None) -> dict:
+    """One in-process run of ``VARIANTS[name]`` (or ``overrides``): wall seconds, final accuracy,
+    the ledger's FLOPs and those per second of round wall time, the precision it trained in."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        run = api.train(None, [f"seed={seed}", *VARIANTS[name]], out=os.path.join(tmp, "run"))
+        run = api.train(
+            None, [f"seed={seed}", *(VARIANTS[name] if overrides is None else overrides)], out=os.path.join(tmp, "run")
+        )
         wall = time.perf_counter() - start
         m = run.metrics
-        precision = run.config.train.precision
+        precision = resolve_precision(resolve_device(run.config.device), run.config.train.precision)
     final = m.dropna(subset=["accuracy"]).iloc[-1]
     flops, round_wall = float(m["flops"].sum()), float(m["wall_s"].sum())
     return {
@@ -117,7 +121,7 @@ def one_run(seed: int, name: str) -> dict:
         "accuracy": float(final["accuracy"]),
         "train_flops": flops,
         "flops_per_s": flops / round_wall,
-        "precision": "fp32" if precision == "fp32" else "bf16",  # auto is bf16 on this CPU (checked below)
+        "precision": precision,
     }
 
 

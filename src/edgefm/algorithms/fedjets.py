@@ -150,6 +150,7 @@ class FedJets(FedAvg):
 def routing_mass(model, routers: dict[str, torch.Tensor], data: ClientData, active: int, device) -> torch.Tensor:
     """The share of the device's tokens, over layers, that the whole router sends to each expert
     (top-``active``), measured on the hidden states the trained slice computes."""
+    routers = {k: v.to(device) for k, v in routers.items()}  # once: the payload arrives in host memory
     layers = model.lm.model.layers
     counts = None
     inputs: dict[int, torch.Tensor] = {}
@@ -165,9 +166,7 @@ def routing_mass(model, routers: dict[str, torch.Tensor], data: ClientData, acti
             real = batch.attention_mask.reshape(-1) > 0
             for i in range(len(layers)):
                 h = inputs[i].reshape(-1, inputs[i].shape[-1])[real]
-                top = (
-                    (h @ routers[f"lm.model.layers.{i}.{ROUTER}"].to(h.device, h.dtype).T).topk(active, dim=-1).indices
-                )
+                top = (h @ routers[f"lm.model.layers.{i}.{ROUTER}"].T).topk(active, dim=-1).indices
                 c = torch.bincount(top.reshape(-1), minlength=routers[f"lm.model.layers.{i}.{ROUTER}"].shape[0])
                 counts = c.double() if counts is None else counts + c.double()
     finally:

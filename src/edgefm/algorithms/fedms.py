@@ -289,15 +289,19 @@ class FedMS(FedAvg):
         gate_params = (
             list(model.gate.parameters()) if self.algo.gate == "learned" and self.algo.experts == "mixture" else []
         )
+        # with a held-out split the experts train first (gate frozen), the gate alone after, on
+        # examples the experts never saw; without one, all three train together
+        held = self.gate_split(task.client_id, len(data.train)) if gate_params else None
         for p in gate_params:
-            p.requires_grad = True
+            p.requires_grad = held is None
         lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
         groups = [
             {"params": lora, "lr": train.lr},
             {"params": list(model.local_head.parameters()), "lr": train.head_lr},
         ]
-        if gate_params:
-            groups.append({"params": gate_params, "lr": self.algo.gate_lr})
+        gate_group = {"params": gate_params, "lr": self.algo.gate_lr}
+        if gate_params and held is None:
+            groups.append(gate_group)
         k = min(blocks)
         parts = P.cut_below(model, k)
         # the frozen global expert is part of what the cache holds: it names it
@@ -306,11 +310,6 @@ class FedMS(FedAvg):
         positions = P.positions(data.train, parts) if parts is not None else 0
         passes = self._passes(model, blocks, parts, train=True)
         key = f"fedms-s2-{self.algo.experts}-{self.algo.gate}-{len(blocks)}-cut{k if parts else 0}"
-        held = self.gate_split(task.client_id, len(data.train)) if gate_params else None
-        if held is not None:  # the experts first, the gate alone after, on examples they never saw
-            for p in gate_params:
-                p.requires_grad = False
-            groups = groups[:2]
         flops_compute, flops_step = P.flop_models(workbench, key, passes.frozen, passes.loss)
 
         def on(rows: np.ndarray | None):
@@ -336,7 +335,7 @@ class FedMS(FedAvg):
                 train,
                 gen,
                 seed + 1,
-                groups=[{"params": gate_params, "lr": self.algo.gate_lr}],
+                groups=[gate_group],
                 flops_model=flops_gate,
                 step_loss=on(held[1]),
             )

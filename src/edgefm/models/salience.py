@@ -141,7 +141,7 @@ def combine(reports: list[tuple[Tensors, Spec, float]], arch: Arch) -> Tensors:
                     torch.zeros(width, dtype=torch.float64),
                     torch.zeros(width, dtype=torch.float64),
                 )
-            total[name].index_add_(0, idx, w * v.detach().double().cpu())
+            total[name].index_add_(0, idx, w * v.double())
             weight[name].index_add_(0, idx, torch.full((len(idx),), float(w), dtype=torch.float64))
     return {k: torch.where(weight[k] > 0, total[k] / weight[k].clamp_min(1e-300), torch.nan) for k in total}
 
