@@ -15,7 +15,7 @@ from edgefm import EdgefmError
 from edgefm.config import LoraConfig
 from edgefm.models import hf_export
 from edgefm.models.backbones import TextClassifier, tiny_bert
-from edgefm.models.lora import add_lora, lora_layers
+from edgefm.models.lora import add_adapter, add_lora, lora_layers, route_adapters
 
 
 def lora_classifier() -> tuple[TextClassifier, object]:
@@ -71,6 +71,45 @@ def test_merged_and_adapter_folders_load_in_transformers_and_peft_and_agree(tmp_
     # the module itself is untouched (export works on a copy)
     with torch.no_grad():
         torch.testing.assert_close(model(ids, mask), want)
+
+
+def test_experts_on_one_base_load_as_named_peft_adapters_each_in_its_own_blocks(tmp_path):
+    model, tokenizer = lora_classifier()
+    add_adapter(model, LoraConfig(), "local", ("query", "value"))
+    model.local_head = torch.nn.Linear(32, 3)
+    with torch.no_grad():
+        for _, layer in lora_layers(model):
+            layer.lora_B["local"].weight.normal_(0, 0.5)
+    ids, mask = batch()
+    want = {}
+    with torch.no_grad():
+        route_adapters(model, "default", None)
+        want["global"] = model(ids, mask)
+        route_adapters(model, "local", {1})  # active in the top block only, as FedMS's local expert
+        want["local"] = model.local_head(model.pooled(ids, mask))
+        route_adapters(model, None)
+        bare = model.pooled(ids, mask)
+    experts = {"global": hf_export.Expert("default", "head"), "local": hf_export.Expert("local", "local_head", [1])}
+    gate = {"w": torch.ones(2, 32)}
+    info = hf_export.save_experts(model, tokenizer, tmp_path, experts, {"gate": gate}, {"combine": "x"}, {"run": "r"})
+    assert info["adapter_tensors"] == 2 * 2 * 2 + 2 * 2  # global in both blocks, local in one
+    meta = json.loads((tmp_path / "edgefm.json").read_text())
+    assert meta["kind"] == "mixture" and meta["combine"] == "x" and meta["experts"]["local"]["blocks"] == [1]
+    assert torch.equal(load_file(str(tmp_path / "gate.safetensors"))["w"], gate["w"])
+    assert json.loads((tmp_path / "local" / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+    heads = load_file(str(tmp_path / "heads.safetensors"))
+    peft = PeftModel.from_pretrained(AutoModel.from_pretrained(tmp_path / "base"), tmp_path / "global", "global")
+    peft.load_adapter(tmp_path / "local", adapter_name="local")
+    with torch.no_grad():
+        for name in ("global", "local"):
+            peft.set_adapter(name)
+            hidden = peft(input_ids=ids, attention_mask=mask).last_hidden_state
+            w = mask.unsqueeze(-1).float()
+            got = ((hidden * w).sum(1) / w.sum(1)) @ heads[f"{name}.weight"].T + heads[f"{name}.bias"]
+            torch.testing.assert_close(got, want[name])
+        with peft.disable_adapter():
+            hidden = peft(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close((hidden * w).sum(1) / w.sum(1), bare)
 
 
 def test_what_no_transformers_class_describes_is_refused(tmp_path):

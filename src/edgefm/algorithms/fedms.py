@@ -33,7 +33,8 @@ Models" (arXiv 2312.15926). Choices the abstract leaves open, as fixed by the pr
   expert, local expert, the better of the two per client, the mixture and the gate's weight, so
   a mixture is judged against its own experts, not against separately trained runs.
 - A client's model (``model_for``, used by evaluation, ``robust`` and ``export``) is its
-  mixture once it has a local expert (stage 2), else the global expert.
+  mixture once it has a local expert (stage 2), else the global expert. ``export --out``
+  writes the mixture as peft keeps several adapters on one model (``fedms_passes.Mixture``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from torch import nn
 from edgefm import EdgefmError
 from edgefm.algorithms.configs import FedMSConfig
 from edgefm.algorithms.fedavg import FedAvg
-from edgefm.algorithms.fedms_passes import Passes, combine
+from edgefm.algorithms.fedms_passes import Mixture, Passes, breakdown
 from edgefm.edge.devices import DeviceProfile
 from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Tensors
 from edgefm.models import lora as L
@@ -87,18 +88,6 @@ def _prepare(workbench, cfg) -> None:
     for p in [*model.local_head.parameters(), *model.gate.parameters()]:
         p.requires_grad = False
     L.route_adapters(model, "default", None, train=False)
-
-
-class Mixture(nn.Module):
-    """The model a FedMS client ends with, as one module: (input_ids, attention_mask) -> log
-    mixture probabilities. A view of the shared model, valid until it is next loaded."""
-
-    def __init__(self, passes: Passes):
-        super().__init__()
-        self.passes, self.model = passes, passes.model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return combine(*self.passes.evaluate(input_ids, attention_mask))
 
 
 class FedMS(FedAvg):
@@ -373,6 +362,13 @@ class FedMS(FedAvg):
         self._load_stage2(workbench, state, private)
         return Mixture(self._passes(workbench.model, self._blocks_of(private)))
 
+    def save_pretrained(self, module: nn.Module, tokenizer, folder, adapter: bool = False, facts=None) -> dict:
+        """A client's mixture: the shared base, each expert as a peft adapter, heads and gate
+        (``Mixture.save_pretrained``); the global expert as any LoRA classifier."""
+        if isinstance(module, Mixture):
+            return module.save_pretrained(tokenizer, folder, facts)
+        return super().save_pretrained(module, tokenizer, folder, adapter, facts)
+
     @torch.no_grad()
     def expert_breakdown(
         self, state: Tensors, workbench, clients: list[ClientData], private: dict[int, Tensors]
@@ -400,22 +396,11 @@ class FedMS(FedAvg):
         }
 
     def _breakdown(self, state: Tensors, workbench, data, private: Tensors) -> dict[str, float]:
-        model, blocks = workbench.model, self._blocks_of(private)
-        passes = self._passes(model, blocks)
+        passes = self._passes(workbench.model, self._blocks_of(private))
         self._load_stage2(workbench, state, private)
-        model.eval()
-        hits = {"global": 0, "local": 0, "mixture": 0}
-        w_local = 0.0
-        for batch in data.batches(128):
-            batch = batch.to(workbench.device)
-            w, p_global, local_logits = passes.evaluate(batch.input_ids, batch.attention_mask)
-            mix = w[:, :1] * p_global + w[:, 1:] * torch.softmax(local_logits, -1)
-            for name, p in (("global", p_global), ("local", local_logits), ("mixture", mix)):
-                hits[name] += int((p.argmax(-1) == batch.labels).sum())
-            w_local += float(w[:, 1].sum())
-        L.route_adapters(model, "default", None)
-        n = max(1, len(data))
-        return {**{f"acc_{k}": v / n for k, v in hits.items()}, "gate_local": w_local / n}
+        row = breakdown(passes, data, workbench.device)
+        L.route_adapters(workbench.model, "default", None)
+        return row
 
     @staticmethod
     def _total_blocks(state: Tensors) -> int:

@@ -26,6 +26,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -314,6 +315,16 @@ class Strategy(ABC):
         if reorder:
             raise EdgefmError(f"--spp: algorithm {self.algo.name!r} has no salience order to cut by")
         return self.model_for(workbench, state, private, client), {}
+
+    def save_pretrained(
+        self, module: nn.Module, tokenizer, folder: Path, adapter: bool = False, facts: dict | None = None
+    ) -> dict[str, Any]:
+        """Write a model :meth:`export` returned as a folder plain transformers (and peft) load
+        (``models/hf_export.py``; ``adapter``: LoRA kept apart as a peft adapter); returns what
+        was written. A method whose models are not one transformers model says how it writes them."""
+        from edgefm.models import hf_export
+
+        return hf_export.save(module, tokenizer, folder, adapter, facts)
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate_server(self, state: Tensors, workbench, test: Encoded) -> dict[str, float]:

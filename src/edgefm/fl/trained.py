@@ -76,8 +76,6 @@ def export(
     example (per block, for a language model) at the run's sequence length. ``save_to``: also
     write each as a folder transformers loads, ``save_to/MODEL-BUDGET`` (``models/hf_export.py``;
     ``adapter``: LoRA apart, as a peft adapter)."""
-    from edgefm.models import hf_export
-
     sc = run.scenario
     wb, strategy = sc.workbench, sc.strategy
     seq_len = run.cfg.data.block_length if run.cfg.task == "lm" else run.cfg.data.max_length
@@ -88,7 +86,8 @@ def export(
             params = sum(p.numel() for p in module.parameters())
             if save_to is not None:
                 facts = {"run": str(run.run_dir), "round": run.ckpt.round, "model": name, "budget": budget}
-                info = {**info, **hf_export.save(module, wb.tokenizer, save_to / f"{name}-{budget}", adapter, facts)}
+                folder = save_to / f"{name}-{budget}"
+                info = {**info, **strategy.save_pretrained(module, wb.tokenizer, folder, adapter, facts)}
             rows.append(
                 {
                     "model": name,

@@ -16,14 +16,20 @@ mean pooling and a linear head; a causal LM) and trains LoRA injected in place b
 A classifier's head is not a transformers module (the encoder is pooled by masked mean, the way
 all-MiniLM-L6-v2 embeds sentences): it is written as ``classifier.safetensors`` (``weight``,
 ``bias``), and ``edgefm.json`` says how to apply it. The tokenizer is saved beside the model.
-Models no single transformers class describes (a FedMS mixture with its gate, a RaFFM
-subnetwork whose layers have different widths, split halves) are refused with the reason.
+A mixture of experts on one backbone (FedMS: a global and a local LoRA expert, each with its
+head, and a gate; :func:`save_experts`) is written the way peft keeps several adapters on one
+model: ``base/`` and one adapter folder per expert, ``heads.safetensors`` and the gate's tensors,
+with ``edgefm.json`` saying how the experts' probabilities combine. Models no single
+transformers class describes (a RaFFM subnetwork whose layers have different widths, split
+halves) are refused with the reason.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +43,7 @@ from transformers import PreTrainedModel
 from edgefm import EdgefmError
 from edgefm.models.backbones import TextClassifier
 from edgefm.models.causal import CausalLM
-from edgefm.models.lora import has_lora
+from edgefm.models.lora import block_of, has_lora
 
 
 def _parts(module: nn.Module) -> tuple[PreTrainedModel, nn.Linear | None, str]:
@@ -47,9 +53,8 @@ def _parts(module: nn.Module) -> tuple[PreTrainedModel, nn.Linear | None, str]:
     if isinstance(module, TextClassifier) and isinstance(module.encoder, PreTrainedModel):
         return module.encoder, module.head, "encoder."
     raise EdgefmError(
-        f"this run's model is a {type(module).__name__}, not one transformers model (e.g. a mixture of "
-        "experts with its gate); expected a method whose clients train one model (fedavg, fedprox, local, "
-        "centralized, raffm at --budget full, deepfusion)"
+        f"this run's model is a {type(module).__name__}, not one transformers model; expected a text "
+        "classifier or a causal language model on a transformers backbone"
     )
 
 
@@ -88,21 +93,8 @@ def save(
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {"folder": str(folder)}
     if adapter:
-        lora = {k[len(prefix) :]: v for k, v in get_peft_model_state_dict(module).items() if k.startswith(prefix)}
-        peft_cfg = copy.deepcopy(module.peft_config["default"])
-        peft_cfg.base_model_name_or_path = None  # the base travels beside the adapter
-        peft_cfg.inference_mode = True
-        _unload_lora(inner, merge=False)
-        _check_shapes(inner)
-        inner.save_pretrained(folder / "base")
-        tokenizer.save_pretrained(str(folder / "base"))
-        peft_model = get_peft_model(inner, peft_cfg)
-        loaded = set_peft_model_state_dict(peft_model, {f"base_model.model.{k}": v for k, v in lora.items()})
-        stray = [k for k in loaded.unexpected_keys if "lora_" in k]
-        if stray:
-            raise EdgefmError(f"the adapter's weights do not fit its model: {stray[:3]}")
-        peft_model.save_pretrained(str(folder / "adapter"))
-        written.update(base=str(folder / "base"), adapter=str(folder / "adapter"), adapter_tensors=len(lora))
+        lora = _base_and_adapters(module, inner, prefix, tokenizer, folder, {"adapter": ("default", None)})
+        written.update(base=str(folder / "base"), adapter=str(folder / "adapter"), adapter_tensors=lora["adapter"])
     else:
         _unload_lora(inner, merge=True)
         _check_shapes(inner)
@@ -110,14 +102,107 @@ def save(
         tokenizer.save_pretrained(str(folder))
     meta = {**(facts or {}), "kind": "causal_lm" if head is None else "classifier"}
     if head is not None:
-        save_file(
-            {"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
-            str(folder / "classifier.safetensors"),
-        )
-        meta["classifier"] = {
-            "file": "classifier.safetensors",
-            "how": "logits = hidden_states mean-pooled over attention_mask @ weight.T + bias",
-            "labels": int(head.out_features),
-        }
+        save_file(_tensors(head.state_dict()), str(folder / "classifier.safetensors"))
+        meta["classifier"] = {"file": "classifier.safetensors", "how": POOLED_HEAD, "labels": int(head.out_features)}
     (folder / "edgefm.json").write_text(json.dumps(meta, indent=2))
     return written
+
+
+POOLED_HEAD = "logits = hidden_states mean-pooled over attention_mask @ weight.T + bias"
+
+
+@dataclass
+class Expert:
+    """One expert of a mixture on a shared backbone: peft adapter ``adapter`` (active in
+    ``blocks`` only; None: every block) under the classifier head named ``head``."""
+
+    adapter: str
+    head: str
+    blocks: list[int] | None = None
+
+
+def save_experts(
+    module: nn.Module,
+    tokenizer,
+    folder: Path,
+    experts: dict[str, Expert],
+    extra: dict[str, dict[str, torch.Tensor]],
+    how: dict[str, Any],
+    facts: dict | None = None,
+) -> dict[str, Any]:
+    """Write a mixture of LoRA experts on one frozen backbone: ``base/`` (the bare backbone and
+    the tokenizer), ``NAME/`` (a peft adapter folder per expert, loaded onto the base under that
+    name; an expert active in some blocks only has ``layers_to_transform`` set to them),
+    ``heads.safetensors`` (``NAME.weight``, ``NAME.bias``: each expert's head, read as in
+    ``POOLED_HEAD``), ``NAME.safetensors`` per ``extra`` entry (e.g. a gate), and ``edgefm.json``
+    with ``how`` (what combines them). Nothing is merged: the experts share one base."""
+    module = copy.deepcopy(module).cpu().float().eval()
+    inner, _, prefix = _parts(module)
+    folder.mkdir(parents=True, exist_ok=True)
+    adapters = {name: (e.adapter, e.blocks) for name, e in experts.items()}
+    counts = _base_and_adapters(module, inner, prefix, tokenizer, folder, adapters)
+    heads = {f"{name}.{k}": v for name, e in experts.items() for k, v in getattr(module, e.head).state_dict().items()}
+    save_file(_tensors(heads), str(folder / "heads.safetensors"))
+    for name, tensors in extra.items():
+        save_file(_tensors(tensors), str(folder / f"{name}.safetensors"))
+    meta = {
+        **(facts or {}),
+        "kind": "mixture",
+        "base": "base",
+        "experts": {
+            name: {"adapter": name, "blocks": e.blocks, "head": f"heads.safetensors:{name}"}
+            for name, e in experts.items()
+        },
+        "head": POOLED_HEAD,
+        **how,
+    }
+    (folder / "edgefm.json").write_text(json.dumps(meta, indent=2))
+    return {"folder": str(folder), "base": str(folder / "base"), "adapter_tensors": sum(counts.values())}
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().float().contiguous() for k, v in state.items()}
+
+
+def _base_and_adapters(
+    module: nn.Module,
+    inner: PreTrainedModel,
+    prefix: str,
+    tokenizer,
+    folder: Path,
+    adapters: dict[str, tuple[str, list[int] | None]],
+) -> dict[str, int]:
+    """``folder/base`` (``inner`` without its LoRA layers) and, per entry ``NAME: (adapter,
+    blocks)``, peft adapter ``adapter`` of ``module`` as the adapter folder ``folder/NAME`` (its
+    tensors in ``blocks`` only; None: all). Returns each adapter's tensor count."""
+    states, configs = {}, {}
+    for name, (source, blocks) in adapters.items():
+        lora = get_peft_model_state_dict(module, adapter_name=source)
+        lora = {k[len(prefix) :]: v for k, v in lora.items() if k.startswith(prefix)}
+        cfg = copy.deepcopy(module.peft_config[source])
+        cfg.base_model_name_or_path = None  # the base travels beside the adapter
+        cfg.inference_mode = True
+        if blocks is not None:  # active in these blocks only, as trained (e.g. Sparsely Activated LoRA)
+            lora = {k: v for k, v in lora.items() if block_of(k) in blocks}
+            cfg.layers_to_transform = sorted(blocks)
+        states[name], configs[name] = lora, cfg
+    _unload_lora(inner, merge=False)
+    _check_shapes(inner)
+    inner.save_pretrained(folder / "base")
+    tokenizer.save_pretrained(str(folder / "base"))
+    peft_model = None
+    for name in adapters:
+        if peft_model is None:
+            peft_model = get_peft_model(inner, configs[name], adapter_name=name)
+        else:
+            peft_model.add_adapter(name, configs[name])
+        state = {f"base_model.model.{k}": v for k, v in states[name].items()}
+        loaded = set_peft_model_state_dict(peft_model, state, adapter_name=name)
+        stray = [k for k in loaded.unexpected_keys if "lora_" in k]
+        if stray:
+            raise EdgefmError(f"the adapter's weights do not fit its model: {stray[:3]}")
+    # peft writes adapter NAME into folder/NAME (only one named "default" goes to folder itself)
+    with warnings.catch_warnings():  # transformers' FutureWarning on an attribute peft reads while saving
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model.save_pretrained(str(folder))
+    return {name: len(states[name]) for name in adapters}
