@@ -303,12 +303,12 @@ def test_on_flower_each_node_uploads_its_own_model_once(tmp_path):
     """The same one-shot round on Flower: every node trains and uploads once, nothing comes down,
     and the server's MoE is the in-process one."""
     pytest.importorskip("flwr")
-    from edgefm.fl import flower
+    from edgefm.fl import flower_sim
     from edgefm.fl.simulation import Engine
 
     cfg = config.load(None, [*TINY, "flower.round_timeout=300"])
     inproc = Engine(build(cfg)).run()
-    out = flower.run_simulation(cfg, tmp_path)
+    out = flower_sim.run_simulation(cfg, tmp_path)
     a, b = inproc["ledger"], out["ledger"]
     assert sorted((r["client"], r["arch"], r["bytes_up"], r["bytes_down"]) for r in b.clients) == sorted(
         (r["client"], r["arch"], r["bytes_up"], r["bytes_down"]) for r in a.clients

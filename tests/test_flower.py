@@ -5,6 +5,7 @@ crashes is dropped, not fatal; and a real deployment (SuperLink + 2 SuperNodes o
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import time
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edgefm import config
-from edgefm.fl.simulation import Engine
+from edgefm import EdgefmError, config
+from edgefm.fl.simulation import Callbacks, Engine
 
 pytest.importorskip("flwr")
 
@@ -31,34 +32,47 @@ TINY = [
 ]
 
 
-def _misaddressed():
-    from edgefm.fl.flower import FlowerTransport
-
-    class Misaddressed(FlowerTransport):
-        """The test seam: client 1's round-1 training task names another client, so its node raises."""
-
-        def _message(self, cid, rnd, content, kind):
-            if cid == 1 and rnd == 1 and kind == "train":
-                content["task"]["client"] = 99
-            return super()._message(cid, rnd, content, kind)
-
-    return Misaddressed
-
-
 def rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
+class Recorder(Callbacks):
+    """The caller's side of a run: every event it saw, and a stop rule (stop after round ``stop_after``)."""
+
+    def __init__(self, stop_after: int = 0):
+        self.events: list[tuple] = []
+        self.stop_after = stop_after
+
+    def on_run_start(self, rounds, start_round):
+        self.events.append(("run", rounds, start_round))
+
+    def on_round_start(self, rnd, clients):
+        self.events.append(("start", rnd, tuple(clients)))
+
+    def on_client_end(self, rnd, client_id, row):
+        self.events.append(("client", rnd, client_id, row["status"]))
+
+    def on_round_end(self, summary):
+        self.events.append(("end", summary["round"]))
+
+    def should_stop(self, summary):
+        return summary["round"] == self.stop_after
+
+
 @pytest.mark.slow
-def test_flower_simulation_matches_inprocess_and_drops_a_crashing_node(tmp_path):
-    from edgefm.fl import flower
+def test_flower_simulation_matches_inprocess_and_drops_a_crashing_node(tmp_path, monkeypatch):
+    """``flwr run`` against a simulating SuperLink: the numbers and the caller's events are the
+    in-process engine's; a node that raises is dropped; a server that fails says why in one line."""
+    from edgefm.fl import flower_sim
     from edgefm.fl.scenario import build
 
     cfg = config.load(None, TINY)
-    inproc = Engine(build(cfg)).run()
+    seen = {"inprocess": Recorder(), "flower": Recorder()}
+    inproc = Engine(build(cfg), seen["inprocess"]).run()
     fl_dir = tmp_path / "b"
-    fl_dir.mkdir()
-    out = flower.run_simulation(cfg, fl_dir)
+    out = flower_sim.run_simulation(cfg, fl_dir, seen["flower"])
+    assert seen["flower"].events == seen["inprocess"].events and len(seen["flower"].events) == 1 + 2 * (1 + 3 + 1)
+    assert not list(fl_dir.glob(".flower-*")) and (fl_dir / "flower.log").is_file()
     a, b = inproc["ledger"].rounds, out["ledger"].rounds
     assert [r["accuracy"] for r in a] == pytest.approx([r["accuracy"] for r in b], abs=1e-6)
     assert [r["bytes_up"] for r in a] == [r["bytes_up"] for r in b]
@@ -66,14 +80,39 @@ def test_flower_simulation_matches_inprocess_and_drops_a_crashing_node(tmp_path)
     assert all(r["wire_bytes_up"] >= r["bytes_up"] > 0 for r in rows(fl_dir / "clients.jsonl"))
     # client 1's node fails its round-1 task (a real exception on the node): dropped and logged;
     # the run goes on
+    # (the server imports the seam by name: it runs in another process)
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     crash_dir = tmp_path / "c"
-    crash_dir.mkdir()
-    out = flower.run_simulation(cfg, crash_dir, transport=_misaddressed())
+    out = flower_sim.run_simulation(cfg, crash_dir, transport="flower_seams:Misaddressed")
     first = [r for r in rows(crash_dir / "clients.jsonl") if r["round"] == 1]
     status = {r["client"]: r["status"] for r in first}
     assert status == {0: "ok", 1: "dropped", 2: "ok"}
     assert "task for client 99 reached partition 1" in next(r["reason"] for r in first if r["client"] == 1)
     assert out["ledger"].rounds[0]["dropped"] == 1 and len(out["ledger"].rounds) == 2
+    with pytest.raises(
+        EdgefmError, match=r"^the Flower run failed: ModuleNotFoundError: No module named 'no_such_seams'"
+    ):
+        flower_sim.run_simulation(cfg, tmp_path / "d", transport="no_such_seams:X")
+
+
+@pytest.mark.slow
+def test_the_callers_stop_rule_ends_a_flower_run_after_the_same_round(tmp_path):
+    """The server waits for the caller's verdict after each round: a rule that stops after
+    round 1 of 3 ends the run there, on Flower as in-process; --resume then finishes it."""
+    from edgefm.fl import checkpoint, flower_sim
+    from edgefm.fl.scenario import build
+
+    cfg = config.load(None, [*TINY, "rounds=3"])
+    want = Engine(build(cfg), Recorder(stop_after=1)).run()
+    caller = Recorder(stop_after=1)
+    out = flower_sim.run_simulation(cfg, tmp_path, caller)
+    assert [e[:2] for e in caller.events if e[0] == "end"] == [("end", 1)] and len(out["ledger"].rounds) == 1
+    assert out["ledger"].rounds[0]["accuracy"] == pytest.approx(want["ledger"].rounds[0]["accuracy"], abs=1e-6)
+    assert checkpoint.load(tmp_path).round == 1
+    again = Recorder()
+    out = flower_sim.run_simulation(cfg, tmp_path, again, resume=True)
+    assert again.events[0] == ("run", 3, 2) and [e[1] for e in again.events if e[0] == "end"] == [2, 3]
+    assert [r["round"] for r in rows(tmp_path / "metrics.jsonl")] == [1, 2, 3] and len(out["ledger"].rounds) == 3
 
 
 DEPLOYED = " ".join(x for x in TINY if not x.startswith("clients=")) + " clients=2"
@@ -140,7 +179,7 @@ def test_tls_deployment_admits_only_registered_supernodes(tmp_path):
 @pytest.mark.slow
 def test_raffm_subnetworks_on_flower_match_inprocess(tmp_path):
     """Per-client subnetwork specs travel in the task config; declined devices are never contacted."""
-    from edgefm.fl import flower
+    from edgefm.fl import flower_sim
     from edgefm.fl.scenario import build
 
     cfg = config.load(
@@ -156,7 +195,7 @@ def test_raffm_subnetworks_on_flower_match_inprocess(tmp_path):
         ],
     )
     inproc = Engine(build(cfg)).run()
-    out = flower.run_simulation(cfg, tmp_path)
+    out = flower_sim.run_simulation(cfg, tmp_path)
     a, b = inproc["ledger"], out["ledger"]
     assert [r["accuracy"] for r in a.rounds] == pytest.approx([r["accuracy"] for r in b.rounds], abs=1e-6)
     assert [(r["status"], r["bytes_up"], r["flops"]) for r in a.clients] == [
@@ -170,13 +209,13 @@ def test_raffm_subnetworks_on_flower_match_inprocess(tmp_path):
 @pytest.mark.slow
 def test_fedms_on_flower_matches_inprocess(tmp_path):
     """Local experts and gates stay on the nodes (context.state); nodes evaluate the mixtures."""
-    from edgefm.fl import flower
+    from edgefm.fl import flower_sim
     from edgefm.fl.scenario import build
 
     cfg = config.load(None, [*TINY, "rounds=3", "algorithm.name=fedms", "algorithm.stage1_rounds=1"])
     sc = build(cfg)
     inproc = Engine(sc).run()
-    out = flower.run_simulation(cfg, tmp_path)
+    out = flower_sim.run_simulation(cfg, tmp_path)
     a, b = inproc["ledger"].rounds, out["ledger"].rounds
     for key in ("accuracy", "client_acc_mean", "client_acc_min"):
         assert [r[key] for r in a] == pytest.approx([r[key] for r in b], abs=1e-6), key
@@ -191,7 +230,7 @@ def test_fedms_on_flower_matches_inprocess(tmp_path):
 @pytest.mark.slow
 def test_language_models_of_two_architectures_on_flower_match_inprocess(tmp_path):
     """Each node builds the architecture its device trains; the server averages each one."""
-    from edgefm.fl import flower
+    from edgefm.fl import flower_sim
     from edgefm.fl.scenario import build
     from test_lm import TINY as LM
 
@@ -199,7 +238,7 @@ def test_language_models_of_two_architectures_on_flower_match_inprocess(tmp_path
         None, [*LM, "clients=3", "model.families=[llama, gpt2]", "model.finetune=lora", "flower.round_timeout=120"]
     )
     inproc = Engine(build(cfg)).run()
-    out = flower.run_simulation(cfg, tmp_path)
+    out = flower_sim.run_simulation(cfg, tmp_path)
     a, b = inproc["ledger"], out["ledger"]
     for key in ("log_ppl", "token_acc", "client_log_ppl_mean"):
         assert [r[key] for r in a.rounds] == pytest.approx([r[key] for r in b.rounds], abs=1e-6), key
@@ -212,7 +251,7 @@ def test_split_learning_on_flower_matches_inprocess(tmp_path):
     """The ServerApp is the edge server: every split step is a message round trip with the node
     (activations up, the gradient down). V1's devices step side by side, V2's in turn; devices
     that sit out or disconnect mid-step are dropped the same way; the numbers are in-process's."""
-    from edgefm.fl import flower
+    from edgefm.fl import flower_sim
     from edgefm.fl.scenario import build
     from test_lm import TINY as LM
 
@@ -225,7 +264,7 @@ def test_split_learning_on_flower_matches_inprocess(tmp_path):
         cfg = config.load(None, sets)
         inproc = Engine(build(cfg)).run()
         (tmp_path / str(n)).mkdir()
-        out = flower.run_simulation(cfg, tmp_path / str(n))
+        out = flower_sim.run_simulation(cfg, tmp_path / str(n))
         a, b = inproc["ledger"], out["ledger"]
         metric = "accuracy" if n == 0 else "log_ppl"
         assert [r[metric] for r in a.rounds] == pytest.approx([r[metric] for r in b.rounds], abs=1e-6)
@@ -319,3 +358,47 @@ def test_a_restarted_supernode_gets_its_partition_back_and_a_dead_one_is_a_drop(
     finally:
         TaskIdentity.run_id = None
         TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+@pytest.mark.slow
+def test_train_engine_flower_from_the_cli_writes_the_run_folder_like_inprocess(tmp_path):
+    """``edgefm train --engine flower``: progress lines from the run folder, then the summary,
+    report and tokenizer ``edgefm train`` always writes, with Flower's log beside them."""
+    from typer.testing import CliRunner
+
+    from edgefm.api import open_run
+    from edgefm.cli import app
+
+    run = tmp_path / "run"
+    sets = ["--set", *[x for x in TINY if not x.startswith(("rounds=", "clients="))], "rounds=2", "clients=2"]
+    result = CliRunner().invoke(app, ["train", "--engine", "flower", "--out", str(run), *sets])
+    assert result.exit_code == 0, result.output
+    assert "round   1: acc" in result.output and "round   2: acc" in result.output
+    done = open_run(run)
+    assert done.summary["rounds"] == 2 and done.summary["final_accuracy"] == rows(run / "metrics.jsonl")[-1]["accuracy"]
+    assert (
+        done.report.is_file()
+        and (run / "tokenizer").is_dir()
+        and "Successfully started run" in (run / "flower.log").read_text()
+    )
+
+
+def test_the_server_waits_for_the_launchers_verdict_and_stops_when_it_is_gone(tmp_path):
+    import subprocess
+    import sys
+    import threading
+
+    from edgefm.fl.flower import VERDICT, Verdicts
+
+    v = Verdicts(tmp_path, os.getpid())
+    timer = threading.Timer(0.3, lambda: (tmp_path / VERDICT).write_text(json.dumps({"round": 1, "stop": False})))
+    timer.start()
+    t0 = time.monotonic()
+    assert v.should_stop({"round": 1}) is False and time.monotonic() - t0 >= 0.25  # it waited for the verdict
+    (tmp_path / VERDICT).write_text(json.dumps({"round": 2, "stop": True}))
+    assert v.should_stop({"round": 2}) is True
+    (tmp_path / VERDICT).write_text(json.dumps({"abort": True}))  # the launcher was interrupted
+    assert v.should_stop({"round": 3}) is True
+    (tmp_path / VERDICT).unlink()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert Verdicts(tmp_path, int(gone.stdout)).should_stop({"round": 4}) is True  # no launcher: stop, not hang

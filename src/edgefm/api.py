@@ -164,10 +164,10 @@ def execute(prepared: Prepared, callbacks=None) -> Run:
     callbacks = tracker or callbacks
     if cfg.engine == "flower":
         try:
-            from edgefm.fl.flower import run_simulation
+            from edgefm.fl.flower_sim import run_simulation
         except ImportError:
             raise EdgefmError("engine=flower needs Flower: pip install -c constraints.txt -e '.[flower]'") from None
-        run_simulation(cfg, run_dir, callbacks, resume=p.resume, scenario=p.scenario)
+        run_simulation(cfg, run_dir, callbacks, resume=p.resume, clients=len(p.scenario.clients))
     else:
         Engine(p.scenario, callbacks).run(run_dir, resume=p.resume)
     finish_run(run_dir, p.scenario)

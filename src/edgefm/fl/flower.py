@@ -26,7 +26,10 @@ has not seen joins (a restarted SuperNode comes back under a new node id).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
+import json
 import logging
 import os
 import time
@@ -40,7 +43,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from edgefm import EdgefmError, config
 from edgefm.fl import checkpoint
-from edgefm.fl.scenario import Scenario, build
+from edgefm.fl.scenario import build
 from edgefm.fl.simulation import Callbacks, Engine, Reply
 from edgefm.fl.strategy import ClientEval, ClientTask, ClientUpdate, Tensors
 
@@ -48,6 +51,9 @@ log = logging.getLogger("edgefm.fl")
 CONFIG_KEY = "edgefm-config"  # run_config / message key holding the resolved YAML config
 RUN_DIR_KEY = "edgefm-run-dir"
 SET_KEY = "edgefm-set"  # space-separated dotted overrides, as --set takes them
+# set by edgefm's own launcher (engine=flower, fl/flower_sim.py), not by hand
+LAUNCHED_KEY, RESUME_KEY, TRANSPORT_KEY = "edgefm-launched", "edgefm-resume", "edgefm-transport"
+VERDICT, ERROR = ".flower-verdict.json", ".flower-error"  # files in the run folder the two sides share
 
 
 BF16 = "bf16:"  # numpy has no bfloat16: such tensors travel as float32 (exact both ways) under this prefix
@@ -108,7 +114,7 @@ client_app = ClientApp()
 
 @client_app.query()
 def _query(msg: Message, context: Context) -> Message:
-    return msg.create_reply(RecordDict({"node": ConfigRecord({"partition-id": _partition(context)})}))
+    return Message(RecordDict({"node": ConfigRecord({"partition-id": _partition(context)})}), reply_to=msg)
 
 
 @client_app.train()
@@ -127,7 +133,7 @@ def _train(msg: Message, context: Context) -> Message:
     if sc.strategy.interactive:  # one message of an exchange (split learning: one split step)
         update = _exchange_step(msg, context, sc, task, private)
         if not isinstance(update, ClientUpdate):
-            return msg.create_reply(RecordDict({"up": _to_record(update)}))
+            return Message(RecordDict({"up": _to_record(update)}), reply_to=msg)
     else:
         update = sc.strategy.client_update(task, sc.workbench, sc.clients[cid], private)
     if update.private is not None:
@@ -140,9 +146,8 @@ def _train(msg: Message, context: Context) -> Message:
         "has_private": int(update.private is not None),
     }
     metrics = {f"m.{k}": float(v) for k, v in update.metrics.items()}
-    return msg.create_reply(
-        RecordDict({"payload": _to_record(update.payload), "update": MetricRecord({**numbers, **metrics})})
-    )
+    content = RecordDict({"payload": _to_record(update.payload), "update": MetricRecord({**numbers, **metrics})})
+    return Message(content, reply_to=msg)
 
 
 def _exchange_step(msg: Message, context: Context, sc, task: ClientTask, private) -> ClientUpdate | Tensors:
@@ -173,7 +178,7 @@ def _evaluate(msg: Message, context: Context) -> Message:
     result = sc.strategy.evaluate_client(state, sc.workbench, sc.clients[cid], own, sc.test)
     out = {**{f"local.{k}": float(v) for k, v in result.local.items()}}
     out.update({f"global.{k}": float(v) for k, v in result.global_.items()})
-    return msg.create_reply(RecordDict({"metrics": MetricRecord(out)}))
+    return Message(RecordDict({"metrics": MetricRecord(out)}), reply_to=msg)
 
 
 # ----------------------------------------------------------------------------- server side
@@ -378,40 +383,47 @@ class FlowerTransport:
             )
 
 
-def _server_main(
-    grid: Grid,
-    cfg_yaml: str,
-    run_dir: Path | None,
-    callbacks: Callbacks | None,
-    resume: bool = False,
-    result: dict | None = None,
-    scenario: Scenario | None = None,
-    transport: type[FlowerTransport] = FlowerTransport,
-) -> None:
-    sc = scenario if scenario is not None else build(config.loads(cfg_yaml))
-    out = Engine(sc, callbacks, transport(grid, sc, cfg_yaml)).run(run_dir, resume=resume)
-    if result is not None:
-        result.update(out)
+class Verdicts(Callbacks):
+    """The launcher's stop rule, across processes (``fl/flower_sim.py``): after each round but
+    the last the server waits for ``run_dir/VERDICT``, which the launcher writes once its
+    callbacks have seen that round, so a stop lands after the same round as in-process. An
+    ``abort`` verdict (the launcher was interrupted), or a launcher that is gone, ends the run
+    after the round in hand, cleanly: the checkpoint holds it and ``--resume`` goes on."""
+
+    def __init__(self, run_dir: Path, launcher_pid: int):
+        self.path, self.pid = run_dir / VERDICT, launcher_pid
+
+    def _launcher_alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, under another user
+            return True
+        return True
+
+    def should_stop(self, summary: dict[str, Any]) -> bool:
+        checks = 0
+        while True:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                verdict = json.loads(self.path.read_text())
+                if verdict.get("abort"):
+                    return True
+                if verdict["round"] == summary["round"]:
+                    return bool(verdict["stop"])
+            checks += 1
+            if checks % 50 == 0 and not self._launcher_alive():
+                log.warning("round %d: the launcher is gone; stopping after this round", summary["round"])
+                return True
+            time.sleep(0.02)
 
 
-def make_server_app(
-    cfg_yaml: str,
-    run_dir: Path | None = None,
-    callbacks: Callbacks | None = None,
-    resume: bool = False,
-    result: dict | None = None,
-    scenario: Scenario | None = None,
-    transport: type[FlowerTransport] = FlowerTransport,
-) -> ServerApp:
-    """A ServerApp bound to one config (for the simulation engine, which passes no run config);
-    ``scenario``, when given, is the one already built from that config."""
-    app = ServerApp()
-
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
-        _server_main(grid, cfg_yaml, run_dir, callbacks, resume, result, scenario, transport)
-
-    return app
+def _transport(spec: str) -> type[FlowerTransport]:
+    """A FlowerTransport subclass named ``module:attribute`` (a test seam), or the default."""
+    if not spec:
+        return FlowerTransport
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 server_app = ServerApp()
@@ -420,72 +432,47 @@ server_app = ServerApp()
 @server_app.main()
 def _deployed_main(grid: Grid, context: Context) -> None:
     """``flwr run``: the config comes as a YAML file path (or YAML text) in the run config, with
-    optional ``edgefm-set`` overrides."""
+    optional ``edgefm-set`` overrides. Launched by edgefm (``engine=flower``, ``edgefm-launched``)
+    the run folder already holds its config and tokenizer, the launcher's callbacks decide
+    whether to go on after each round, ``edgefm-resume`` resumes it, and the launcher writes
+    the summary and report; a failure leaves its one-line reason in ``run_dir/ERROR``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    value = str(context.run_config.get(CONFIG_KEY, ""))
+    rc = context.run_config
+    value = str(rc.get(CONFIG_KEY, ""))
     if not value:
         raise EdgefmError(
             f"run config has no {CONFIG_KEY!r}; pass --run-config \"{CONFIG_KEY}='/abs/path/config.yaml'\""
         )
-    overrides = str(context.run_config.get(SET_KEY, "")).split()
-    path = Path(value)
-    if path.is_file():
-        text = config.dump(config.load(path, overrides))
-    else:
-        text = config.dump(
-            config.build(
-                config.RunConfig, config.merge(config.yaml.safe_load(value) or {}, config.parse_overrides(overrides))
+    run_dir = Path(str(rc[RUN_DIR_KEY])) if rc.get(RUN_DIR_KEY) else None
+    launcher = int(rc.get(LAUNCHED_KEY, 0) or 0)  # the launcher's process id; 0: run by hand
+    launched = launcher > 0 and run_dir is not None
+    try:
+        overrides = str(rc.get(SET_KEY, "")).split()
+        path = Path(value)
+        if path.is_file():
+            text = config.dump(config.load(path, overrides))
+        else:
+            text = config.dump(
+                config.build(
+                    config.RunConfig,
+                    config.merge(config.yaml.safe_load(value) or {}, config.parse_overrides(overrides)),
+                )
             )
-        )
-    sc = build(config.loads(text))
-    run_dir = Path(str(context.run_config[RUN_DIR_KEY])) if context.run_config.get(RUN_DIR_KEY) else None
-    if run_dir is not None:  # the same folder as `edgefm train` writes
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(text)
-        sc.workbench.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
-    _server_main(grid, text, run_dir, None, scenario=sc)
-    if run_dir is not None:
+        sc = build(config.loads(text))
+        if run_dir is not None and not launched:  # the same folder as `edgefm train` writes
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(text)
+            sc.workbench.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+        callbacks = Verdicts(run_dir, launcher) if launched else None
+        transport = _transport(str(rc.get(TRANSPORT_KEY, "")))
+        Engine(sc, callbacks, transport(grid, sc, text)).run(run_dir, resume=launched and bool(rc.get(RESUME_KEY)))
+    except Exception as exc:
+        if launched:  # the launcher raises it as a one-line error
+            reason = str(exc) if isinstance(exc, EdgefmError) else f"{type(exc).__name__}: {exc}"
+            (run_dir / ERROR).write_text(reason.splitlines()[0] if reason else type(exc).__name__)
+        raise
+    if run_dir is not None and not launched:
         from edgefm.report.html import finish_run
 
         finish_run(run_dir, sc)
-
-
-def run_simulation(
-    cfg: config.RunConfig,
-    run_dir: Path | None = None,
-    callbacks: Callbacks | None = None,
-    resume: bool = False,
-    scenario: Scenario | None = None,
-    transport: type[FlowerTransport] = FlowerTransport,
-) -> dict[str, Any]:
-    """Run ``cfg`` on Flower's simulation engine (Ray) on this machine: one virtual SuperNode per
-    client, ``flower.client_cpus`` CPUs each, as many at once as the cores allow. ``scenario`` is
-    ``cfg``'s, when the caller has built it already; ``transport`` is a seam for tests."""
-    from flwr.simulation import run_simulation as flwr_run_simulation
-
-    os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    if not log.isEnabledFor(logging.INFO):  # quiet unless edgefm -v: the progress bars tell the story
-        logging.getLogger("flwr").setLevel(logging.WARNING)
-    cfg_yaml = config.dump(cfg)
-    sc = scenario if scenario is not None else build(cfg)
-    parallel = cfg.flower.parallel or max(1, (os.cpu_count() or 1) // cfg.flower.client_cpus)
-    gpus = torch.cuda.device_count() if cfg.device != "cpu" else 0
-    backend = {
-        "client_resources": {"num_cpus": cfg.flower.client_cpus, "num_gpus": min(1.0, gpus / parallel)},
-        "init_args": {
-            "num_cpus": cfg.flower.client_cpus * parallel,
-            "num_gpus": gpus,
-            "include_dashboard": False,
-            "log_to_driver": False,
-        },
-    }
-    result: dict[str, Any] = {}
-    server = make_server_app(cfg_yaml, run_dir, callbacks, resume, result, sc, transport)
-    flwr_run_simulation(
-        server_app=server, client_app=client_app, num_supernodes=len(sc.clients), backend_config=backend
-    )
-    if "ledger" not in result:
-        raise EdgefmError("the Flower simulation ended without finishing the run; see the log above")
-    return result

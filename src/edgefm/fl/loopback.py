@@ -111,6 +111,7 @@ class Loopback:
     folder: Path
     tls: bool = False
     auth: bool = False
+    simulation: bool = False  # a SuperLink that simulates the nodes itself (``fl/flower_sim.py``)
     connection: str = "edgefm-loopback"
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -134,9 +135,10 @@ class Loopback:
             "FLWR_HOME": str(home),
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
             "HF_HUB_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1",  # many nodes share few cores: one thread each
             "EDGEFM_DATA_DIR": str(data_dir()),  # the processes run in ``folder``, not here
         }
+        if not self.simulation:  # many node processes share few cores: one thread each
+            self.env["OMP_NUM_THREADS"] = "1"
 
     def _spawn(self, name: str, *cmd: str) -> subprocess.Popen:
         with open(self.folder / f"{name}.log", "a") as log:
@@ -161,6 +163,9 @@ class Loopback:
         if self.auth:
             cmd.append("--enable-supernode-auth")
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--database", ":flwr-in-memory:"]
+        if self.simulation:  # as Flower's managed local SuperLink, on free loopback ports
+            cmd += ["--simulation", "--control-api-address", f"127.0.0.1:{free_port()}"]
+            cmd += ["--fleet-api-address", f"127.0.0.1:{free_port()}"]
         self._spawn("superlink", *cmd)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # up when the port accepts connections
@@ -211,6 +216,19 @@ class Loopback:
         server writes the run folder ``run_dir`` (metrics, ledger, summary)."""
         run_config = f"edgefm-config='{config}' edgefm-set='{overrides}' edgefm-run-dir='{run_dir}'"
         return self.flwr("run", str(APP), self.connection, "--stream", "--run-config", run_config, timeout=timeout)
+
+    def submit(self, run_config: str, federation_config: str, log: Path) -> subprocess.Popen:
+        """``flwr run --stream`` edgefm's Flower App in the background, its output into ``log``;
+        it exits when the run ends. ``federation_config``: a simulation's ``num-supernodes=N ...``."""
+        cmd = [str(self.bin / "flwr"), "run", str(APP), self.connection, "--stream", "--run-config", run_config]
+        if federation_config:
+            cmd += ["--federation-config", federation_config]
+        with open(log, "a") as fh:
+            proc = subprocess.Popen(
+                cmd, env=self.env, cwd=self.folder, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.procs["flwr-run"] = proc
+        return proc
 
     def stop(self) -> None:
         for name in list(self.procs):
