@@ -26,8 +26,23 @@ from benchmarks._common import RESULTS, machine, table
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(args: list[str]) -> tuple[float, float, float]:
-    """Wall seconds, peak RSS and peak PSS (MB) of the process tree of one ``edgefm train`` run.
+def role(proc: psutil.Process) -> str:
+    """Which part of a run a process plays (for the breakdown of peak PSS)."""
+    name, cmd = proc.name(), " ".join(proc.cmdline())
+    if name.startswith("ray::ClientAppActor"):
+        return "client actors"
+    if name.startswith(("raylet", "gcs_server", "ray::")) or "/ray/" in cmd:
+        return "Ray's own processes"
+    if "flwr-simulation" in cmd:
+        return "ServerApp (flwr-simulation)"
+    if any(k in cmd for k in ("flower-superlink", "flower-superexec", "bin/flwr ")):
+        return "SuperLink, SuperExec, flwr run"
+    return "edgefm (launcher / in-process engine)"
+
+
+def run_cli(args: list[str]) -> tuple[float, float, float, dict[str, float]]:
+    """Wall seconds, peak RSS and peak PSS (MB) of the process tree of one ``edgefm train`` run,
+    and the peak PSS by the role of each process.
 
     RSS counts every page a process maps, so pages that several processes share (the frozen
     backbone memory-mapped from its safetensors file, shared libraries) are counted once per
@@ -43,6 +58,7 @@ def run_cli(args: list[str]) -> tuple[float, float, float]:
         stderr=subprocess.DEVNULL,
     )
     peak, peak_pss, stop = [0.0], [0.0], threading.Event()
+    parts: dict[str, float] = {}
 
     def sample() -> None:
         root = psutil.Process(proc.pid)
@@ -58,14 +74,20 @@ def run_cli(args: list[str]) -> tuple[float, float, float]:
                     and p.pid not in {q.pid for q in procs}
                 ]
                 rss = pss = 0
+                by_role: dict[str, float] = {}
                 for p in procs:
                     try:
                         full = p.memory_full_info()  # reads smaps: rss and pss from one snapshot
+                        who = role(p)
                     except (psutil.NoSuchProcess, psutil.AccessDenied):
                         continue
                     rss, pss = rss + full.rss, pss + full.pss
+                    by_role[who] = by_role.get(who, 0.0) + full.pss / 2**20
                 peak[0] = max(peak[0], rss / 2**20)
-                peak_pss[0] = max(peak_pss[0], pss / 2**20)
+                if pss / 2**20 > peak_pss[0]:
+                    peak_pss[0] = pss / 2**20
+                    parts.clear()
+                    parts.update(by_role)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
             time.sleep(0.5)
@@ -77,7 +99,7 @@ def run_cli(args: list[str]) -> tuple[float, float, float]:
     t.join()
     if code != 0:
         raise SystemExit(f"edgefm train {' '.join(args)} failed with exit code {code}")
-    return time.perf_counter() - start, peak[0], peak_pss[0]
+    return time.perf_counter() - start, peak[0], peak_pss[0], parts
 
 
 def summary(run_dir: Path) -> dict:
@@ -99,7 +121,7 @@ def main() -> None:
         agree_date = saved.get("agreement_date", saved["machine"]["date"])
     for engine in () if args.skip_agreement else ("inprocess", "flower"):
         d = out / f"demo-{engine}"
-        secs, peak, _ = run_cli(["configs/demo.yaml", "--out", str(d), "--set", f"engine={engine}"])
+        secs, peak, _, _ = run_cli(["configs/demo.yaml", "--out", str(d), "--set", f"engine={engine}"])
         s = summary(d)
         agree[engine] = {
             "engine": engine,
@@ -112,9 +134,10 @@ def main() -> None:
     gap = 100 * abs(agree["flower"]["final_accuracy"] - agree["inprocess"]["final_accuracy"])
     # 2. overhead: 8 clients x 3 rounds
     common = ["configs/demo.yaml", "--set", "clients=8", "--set", "rounds=3", "--set", "data.max_train=1600"]
+    breakdown = {}
     for engine in ("inprocess", "flower"):
         d = out / f"small-{engine}"
-        secs, peak, pss = run_cli([*common, "--out", str(d), "--set", f"engine={engine}"])
+        secs, peak, pss, breakdown[engine] = run_cli([*common, "--out", str(d), "--set", f"engine={engine}"])
         s = summary(d)
         rows.append(
             {
@@ -138,6 +161,7 @@ def main() -> None:
         "overhead": rows,
         "time_ratio": ratio,
         "pss_ratio": pss_ratio,
+        "pss_breakdown_mb": breakdown,
         "agreement_date": agree_date,
     }
     (RESULTS / "flower_engine.json").write_text(json.dumps(payload, indent=2))
@@ -168,8 +192,16 @@ def main() -> None:
         f"{pss_ratio:.2f}x (goal: <= 1.5x). RSS counts a page that several processes map once per process; "
         "PSS divides it among them. The frozen backbone is not copied per actor: transformers loads its weights "
         "as a copy-on-write memory map of model.safetensors, never written (tests/test_models.py checks the "
-        "weights lie in that mapping), so the actors share its pages. The rest of the gap is per-process memory "
-        "(each actor's Python, torch and transformers, Ray's own processes), not yet broken down.",
+        "weights lie in that mapping), so the actors share its pages. Flower runs as Flower 1.41 documents a "
+        "simulation: `flwr run` against a SuperLink started with `--simulation` (edgefm starts it), so the "
+        "ServerApp is a process of its own beside edgefm's launcher. Peak PSS by process role (MB):",
+        "",
+        *table(
+            [
+                {"role": k, **{e: round(breakdown[e].get(k, 0.0)) for e in breakdown}}
+                for k in sorted({k for b in breakdown.values() for k in b})
+            ]
+        ),
         "",
     ]
     (RESULTS / "flower_engine.md").write_text("\n".join(lines))
