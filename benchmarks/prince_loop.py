@@ -224,10 +224,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), help="a subset of METHODS (by label)")
+    ap.add_argument(
+        "--add-to-saved",
+        action="store_true",
+        help="run only --seeds and add them to the other seeds' rows in prince_loop_runs.json (run folders "
+        "are not kept in git: a new checkout would otherwise re-run every seed, about half an hour each)",
+    )
     args = ap.parse_args()
     raw = yaml.safe_load(FILE.read_text())
     RUNS.mkdir(parents=True, exist_ok=True)
-    rows = [row for seed in args.seeds for row in run_seed(raw, seed, tuple(args.methods))]
+    rows = []
+    if args.add_to_saved:
+        saved = json.loads((RESULTS / "prince_loop_runs.json").read_text())
+        rows = [r for r in saved if r["seed"] not in args.seeds and r["method"] in args.methods]
+    rows += [row for seed in args.seeds for row in run_seed(raw, seed, tuple(args.methods))]
+    rows.sort(key=lambda r: (r["seed"], METHODS.index(r["method"])))
+    args.seeds = sorted({r["seed"] for r in rows})
     (RESULTS / "prince_loop_runs.json").write_text(json.dumps(rows, indent=1) + "\n")
     fits = {w["name"]: (w["alpha"], w["beta"], w.get("pilot", {}).get("r2")) for w in load_tenants()}
     notes = "\n".join(

@@ -194,3 +194,32 @@ def test_cost_is_monotone_in_every_width(f, q):
             assert c.memory_bytes >= base.memory_bytes
     with pytest.raises(ValueError):
         E.Spec((0, 1), (1, 1)).check(arch)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_cut_model_padded_back_is_a_plain_bert_computing_the_same_function(lora):
+    """What ``export --budget`` writes for RaFFM: zero Q/K rows and zero FFN neurons restore the
+    architecture the config builds without changing a single output; the FFN is as wide as the
+    widest layer."""
+    from edgefm.models.hf_export import unload_lora
+
+    m, (ids, mask) = model(lora), inputs()
+    arch = E.Arch.of(m)
+    spec = E.Spec((16, 48), (2, 8))
+    sub = E.extract(m, spec, arch).eval()
+    with torch.no_grad():
+        want = sub(ids, mask)
+    unload_lora(sub, merge=True)
+    assert E.widths(sub) == spec
+    padded = E.padded(sub).eval()
+    assert type(padded.encoder) is type(m.encoder) and padded.encoder.config.intermediate_size == 48
+    assert not any(isinstance(x, E.ElasticSelfAttention) for x in padded.modules())
+    fresh = type(m.encoder)(padded.encoder.config, add_pooling_layer=False)  # the shapes its config builds
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in padded.encoder.state_dict().items()
+    }
+    q = padded.encoder.encoder.layer[0].attention.self.query.weight.view(4, 8, 32)
+    assert q[:, 2:].abs().sum() == 0 and q[:, :2].abs().sum() > 0  # 2 of 8 coordinates per head kept
+    with torch.no_grad():
+        torch.testing.assert_close(padded(ids, mask), want)
+        torch.testing.assert_close(sub(ids, mask), want)  # the cut model is untouched

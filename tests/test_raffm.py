@@ -220,3 +220,31 @@ def test_cli_train_then_export(tmp_path):
     assert any(not torch.equal(plain[k], cut[k]) for k in plain)  # so the comparison can tell
     bad = runner.invoke(app, ["export", str(run_dir), "--budget", "toaster"])
     assert bad.exit_code == 2 and "toaster" in bad.output and "Traceback" not in bad.output
+
+    # the laptop's subnetwork as a folder plain transformers loads: padded back with zeros into
+    # the shapes its config builds (FFN 56 wide, Q/K rows zero beyond 16 of 64), the same outputs
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    folders = tmp_path / "hf"
+    result = runner.invoke(app, ["export", str(run_dir), "--budget", "laptop", "--out", str(folders)])
+    assert result.exit_code == 0, result.output
+    folder = folders / "global-laptop"
+    meta = json.loads((folder / "edgefm.json").read_text())
+    assert meta["subnetwork"]["ffn_width"] == [56, 56] and meta["subnetwork"]["qk_width"] == [16, 16]
+    encoder = AutoModel.from_pretrained(folder).eval()
+    assert encoder.config.intermediate_size == 56
+    sub = s.export(wb, state, None, "laptop")[0].eval()
+    ids = torch.nn.utils.rnn.pad_sequence(
+        [torch.as_tensor(x[:16]) for x in run.scenario.test.ids[:4]], batch_first=True
+    )
+    mask = (ids != run.scenario.test.pad_id).long()
+    head = load_file(str(folder / "classifier.safetensors"))
+    with torch.no_grad():
+        hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        torch.testing.assert_close(pooled @ head["weight"].T + head["bias"], sub(ids, mask), atol=1e-5, rtol=1e-5)
+    refused = runner.invoke(
+        app, ["export", str(run_dir), "--budget", "laptop", "--adapter", "--out", str(tmp_path / "a")]
+    )
+    assert refused.exit_code == 2 and "--adapter: a subnetwork cut below full" in refused.output

@@ -42,6 +42,8 @@ Choices the paper leaves open, made here:
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -52,6 +54,7 @@ from edgefm.edge.devices import TIERS, DeviceProfile
 from edgefm.fl.aggregate import coverage_mean
 from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Strategy, Tensors
 from edgefm.models import elastic as E
+from edgefm.models import hf_export
 from edgefm.models import salience as S
 from edgefm.models.flops import FlopModel
 from edgefm.models.workbench import Workbench
@@ -309,6 +312,27 @@ class RaFFM(Strategy):
             spec, why = self.spec_for(TIERS[budget], space)
         sub = E.extract(workbench.model, spec, self.arch)
         return sub, {"fits": not why, "reason": why, "ffn_width": list(spec.ffn), "qk_width": list(spec.qk)}
+
+    def save_pretrained(self, module: nn.Module, tokenizer, folder, adapter: bool = False, facts=None) -> dict:
+        """A subnetwork cut below full: LoRA merged, then padded with zeros into the
+        architecture its config builds (``elastic.padded``: the same function), so plain
+        transformers loads it; ``edgefm.json`` gives its real widths."""
+        plain = copy.deepcopy(module).cpu().float().eval()
+        hf_export.unload_lora(plain, merge=True)  # (peft's wrappers keep the uncut widths: read the layers')
+        spec = E.widths(plain)
+        if spec == E.Spec.full(self.arch):
+            return super().save_pretrained(module, tokenizer, folder, adapter, facts)
+        if adapter:
+            raise EdgefmError(
+                "--adapter: a subnetwork cut below full is written with its LoRA merged (its rows are padded "
+                "back to a shape transformers builds); expected --budget full, or no --adapter"
+            )
+        cut = {
+            "ffn_width": list(spec.ffn),
+            "qk_width": list(spec.qk),
+            "padding": "query/key rows and FFN neurons the subnetwork drops are zeros: the same function",
+        }
+        return hf_export.save(E.padded(plain), tokenizer, folder, False, {**(facts or {}), "subnetwork": cut})
 
 
 def _width(budget: str) -> float | None:

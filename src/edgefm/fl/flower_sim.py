@@ -51,7 +51,7 @@ from edgefm.fl.flower import (
 )
 from edgefm.fl.ledger import Ledger
 from edgefm.fl.loopback import Loopback
-from edgefm.fl.simulation import Callbacks, sample_clients
+from edgefm.fl.simulation import Callbacks, rewrite_files, sample_clients
 
 POLL_S = 0.1
 GRACE_S = 30.0  # how long an interrupted run may take to end its round and shut Ray down
@@ -89,13 +89,16 @@ class Follower:
             )
 
     def poll(self) -> None:
+        summaries = self._new_rows("metrics.jsonl")
+        # read after the metrics: the engine writes a round's client lines before its metrics line,
+        # so every round in ``summaries`` has all its client lines here
         for row in self._new_rows("clients.jsonl"):
             rnd, cid = int(row["round"]), int(row["client"])
             if rnd > self.done_round and (rnd, cid) not in self.seen:
                 self._start(rnd)
                 self.seen.add((rnd, cid))
                 self.cb.on_client_end(rnd, cid, row)
-        for summary in self._new_rows("metrics.jsonl"):
+        for summary in summaries:
             rnd = int(summary["round"])
             if rnd <= self.done_round:
                 continue
@@ -151,7 +154,11 @@ def run_simulation(
     (run_dir / "config.yaml").write_text(config.dump(cfg))  # what the server reads
     for name in (VERDICT, ERROR):
         (run_dir / name).unlink(missing_ok=True)
-    start = checkpoint.load(run_dir).round + 1 if resume else 1
+    start = 1
+    if resume:  # trimmed to the checkpoint as the server will trim them, so the follower starts at their end
+        saved = checkpoint.load(run_dir)
+        start = saved.round + 1
+        rewrite_files(run_dir, Ledger.from_state(saved.ledger))
     cb = callbacks or Callbacks()
     follower = Follower(run_dir, cfg, clients, cb, start)
     if resume:  # what is already in the folder was seen when it was written

@@ -142,7 +142,7 @@ class Engine:
             saved = checkpoint.load(run_dir)
             self.transport.restore(saved)
             state, ledger, start = saved.state, Ledger.from_state(saved.ledger), saved.round + 1
-            self._rewrite_metrics(run_dir, ledger)
+            rewrite_files(run_dir, ledger)
         self.cb.on_run_start(cfg.rounds, start)
         for rnd in range(start, cfg.rounds + 1):
             state = self._round(rnd, state, ledger, run_dir)
@@ -238,13 +238,13 @@ class Engine:
         metrics.update(strategy.round_metrics)  # e.g. the server's own work in the round
         # a round that cut stragglers lasted until its deadline
         summary = ledger.close_round(rnd, metrics, time.perf_counter() - t0, cfg.faults.deadline if late else 0.0)
-        if run_dir is not None:
-            with open(Path(run_dir) / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(checkpoint.jsonable(summary)) + "\n")
+        if run_dir is not None:  # the clients' lines first: a round's metrics line says they are all there
             with open(Path(run_dir) / "clients.jsonl", "a") as fh:
                 for row in ledger.clients:
                     if row["round"] == rnd:
                         fh.write(json.dumps(checkpoint.jsonable(row)) + "\n")
+            with open(Path(run_dir) / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(checkpoint.jsonable(summary)) + "\n")
             fields = self.transport.checkpoint_fields()
             checkpoint.save(run_dir, checkpoint.Checkpoint(rnd, state, ledger.state_dict(), **fields))
         self.cb.on_round_end(summary)
@@ -283,17 +283,18 @@ class Engine:
                 late.add(cid)
         return late
 
-    @staticmethod
-    def _rewrite_metrics(run_dir: Path, ledger: Ledger) -> None:
-        # Rounds after the checkpoint (a crash mid-round) are dropped, then re-run.
-        with open(Path(run_dir) / "metrics.jsonl", "w") as fh:
-            for summary in ledger.rounds:
-                fh.write(json.dumps(checkpoint.jsonable(summary)) + "\n")
-        with open(Path(run_dir) / "clients.jsonl", "w") as fh:
-            for row in ledger.clients:
-                fh.write(json.dumps(checkpoint.jsonable(row)) + "\n")
-        evals = Path(run_dir) / "evals.jsonl"
-        if evals.is_file():  # evaluations of rounds the checkpoint does not hold are redone
-            last = ledger.rounds[-1]["round"] if ledger.rounds else 0
-            kept = [line for line in evals.read_text().splitlines() if line and json.loads(line)["round"] <= last]
-            evals.write_text("".join(line + "\n" for line in kept))
+
+def rewrite_files(run_dir: Path, ledger: Ledger) -> None:
+    """A resumed run's ``metrics.jsonl``, ``clients.jsonl`` and ``evals.jsonl`` as the checkpoint's
+    ledger has them: rounds after the checkpoint (a crash mid-round) are dropped, then re-run."""
+    with open(Path(run_dir) / "metrics.jsonl", "w") as fh:
+        for summary in ledger.rounds:
+            fh.write(json.dumps(checkpoint.jsonable(summary)) + "\n")
+    with open(Path(run_dir) / "clients.jsonl", "w") as fh:
+        for row in ledger.clients:
+            fh.write(json.dumps(checkpoint.jsonable(row)) + "\n")
+    evals = Path(run_dir) / "evals.jsonl"
+    if evals.is_file():  # evaluations of rounds the checkpoint does not hold are redone
+        last = ledger.rounds[-1]["round"] if ledger.rounds else 0
+        kept = [line for line in evals.read_text().splitlines() if line and json.loads(line)["round"] <= last]
+        evals.write_text("".join(line + "\n" for line in kept))

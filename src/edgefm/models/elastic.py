@@ -273,6 +273,36 @@ def extract(model: nn.Module, spec: Spec, arch: Arch | None = None) -> nn.Module
     return sub
 
 
+def widths(model: nn.Module) -> Spec:
+    """The spec a model was cut to, read from its layers (a model without LoRA layers)."""
+    encoder = model.encoder if hasattr(model, "encoder") else model
+    heads = encoder.config.num_attention_heads
+    layers = encoder.encoder.layer
+    ffn = tuple(layer.intermediate.dense.out_features for layer in layers)
+    return Spec(ffn, tuple(layer.attention.self.query.out_features // heads for layer in layers))
+
+
+def padded(model: nn.Module) -> nn.Module:
+    """A copy of a cut model (``extract``, LoRA merged and unloaded) in the architecture its
+    config builds, computing the same function: the query/key coordinates a head dropped are
+    zero rows in W_Q and W_K (the softmax scale is the full head's, so every q.k is unchanged),
+    and a layer's FFN neurons beyond its width are zero in and out (GELU(0) = 0: they add
+    nothing); ``intermediate_size`` is the widest layer's, so a uniform cut really shrinks the FFN."""
+    encoder = model.encoder
+    spec = widths(model)
+    config = copy.deepcopy(encoder.config)
+    config.intermediate_size = max(spec.ffn)
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the caller's stream alone
+        full = type(encoder)(config, add_pooling_layer=getattr(encoder, "pooler", None) is not None)
+    arch, part = Arch.of(full), encoder.state_dict()
+    state = {}
+    for name, t in full.state_dict().items():
+        p = part[name]
+        state[name] = p.clone() if p.shape == t.shape else scatter(name, torch.zeros_like(t), p, spec, arch)[0]
+    full.load_state_dict(state)
+    return copy.deepcopy(model, memo={id(encoder): full.train(encoder.training)})
+
+
 def load_tensors(model: nn.Module, state: Tensors) -> None:
     """Copy ``state`` into the model's parameters of the same names (shapes must match)."""
     params = dict(model.named_parameters())

@@ -19,9 +19,11 @@ all-MiniLM-L6-v2 embeds sentences): it is written as ``classifier.safetensors`` 
 A mixture of experts on one backbone (FedMS: a global and a local LoRA expert, each with its
 head, and a gate; :func:`save_experts`) is written the way peft keeps several adapters on one
 model: ``base/`` and one adapter folder per expert, ``heads.safetensors`` and the gate's tensors,
-with ``edgefm.json`` saying how the experts' probabilities combine. Models no single
-transformers class describes (a RaFFM subnetwork whose layers have different widths, split
-halves) are refused with the reason.
+with ``edgefm.json`` saying how the experts' probabilities combine. A RaFFM subnetwork cut
+below ``full`` keeps fewer query/key coordinates per head than value ones, which no transformers
+config describes: it is written padded back with zeros (``models/elastic.padded``), the same
+function in the architecture its config builds. Models no single transformers class describes
+are refused with the reason.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def _parts(module: nn.Module) -> tuple[PreTrainedModel, nn.Linear | None, str]:
     )
 
 
-def _unload_lora(model: nn.Module, merge: bool) -> None:
+def unload_lora(model: nn.Module, merge: bool) -> None:
     """Replace every LoRA layer by its base layer, with the LoRA delta merged in (``merge``) or
     dropped."""
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
@@ -96,7 +98,7 @@ def save(
         lora = _base_and_adapters(module, inner, prefix, tokenizer, folder, {"adapter": ("default", None)})
         written.update(base=str(folder / "base"), adapter=str(folder / "adapter"), adapter_tensors=lora["adapter"])
     else:
-        _unload_lora(inner, merge=True)
+        unload_lora(inner, merge=True)
         _check_shapes(inner)
         inner.save_pretrained(folder)
         tokenizer.save_pretrained(str(folder))
@@ -186,7 +188,7 @@ def _base_and_adapters(
             lora = {k: v for k, v in lora.items() if block_of(k) in blocks}
             cfg.layers_to_transform = sorted(blocks)
         states[name], configs[name] = lora, cfg
-    _unload_lora(inner, merge=False)
+    unload_lora(inner, merge=False)
     _check_shapes(inner)
     inner.save_pretrained(folder / "base")
     tokenizer.save_pretrained(str(folder / "base"))
