@@ -233,10 +233,11 @@ def main() -> None:
     args = ap.parse_args()
     raw = yaml.safe_load(FILE.read_text())
     RUNS.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, reused = [], []
     if args.add_to_saved:
         saved = json.loads((RESULTS / "prince_loop_runs.json").read_text())
         rows = [r for r in saved if r["seed"] not in args.seeds and r["method"] in args.methods]
+        reused = sorted({r["seed"] for r in rows})
     rows += [row for seed in args.seeds for row in run_seed(raw, seed, tuple(args.methods))]
     rows.sort(key=lambda r: (r["seed"], METHODS.index(r["method"])))
     args.seeds = sorted({r["seed"] for r in rows})
@@ -270,6 +271,9 @@ def main() -> None:
         "tenants": len(raw["tenants"]),
         "round caps": CAP,
     }
+    if reused:  # say which seeds this run measured and which it took from the saved rows
+        meta["seeds measured now"] = [x for x in args.seeds if x not in reused]
+        meta["seeds from the saved rows (an earlier run, same settings)"] = reused
     p = write(
         "prince_loop", "PRINCE closed loop: the market decides, split training measures", summarise(rows), meta, notes
     )
