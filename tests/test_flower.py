@@ -4,6 +4,7 @@ crashes is dropped, not fatal; and a real deployment (SuperLink + 2 SuperNodes o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -390,15 +391,56 @@ def test_the_server_waits_for_the_launchers_verdict_and_stops_when_it_is_gone(tm
 
     from edgefm.fl.flower import VERDICT, Verdicts
 
+    def ask(v: Verdicts, rnd: int) -> bool | None:
+        """should_stop in a thread: a broken wait fails the test instead of hanging it."""
+        answer: list[bool] = []
+        t = threading.Thread(target=lambda: answer.append(v.should_stop({"round": rnd})), daemon=True)
+        t.start()
+        t.join(timeout=10)
+        return answer[0] if answer else None
+
     v = Verdicts(tmp_path, os.getpid())
     timer = threading.Timer(0.3, lambda: (tmp_path / VERDICT).write_text(json.dumps({"round": 1, "stop": False})))
     timer.start()
     t0 = time.monotonic()
-    assert v.should_stop({"round": 1}) is False and time.monotonic() - t0 >= 0.25  # it waited for the verdict
+    assert ask(v, 1) is False and time.monotonic() - t0 >= 0.25  # it waited for the verdict
     (tmp_path / VERDICT).write_text(json.dumps({"round": 2, "stop": True}))
-    assert v.should_stop({"round": 2}) is True
+    assert ask(v, 2) is True
     (tmp_path / VERDICT).write_text(json.dumps({"abort": True}))  # the launcher was interrupted
-    assert v.should_stop({"round": 3}) is True
+    assert ask(v, 3) is True
     (tmp_path / VERDICT).unlink()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    assert Verdicts(tmp_path, int(gone.stdout)).should_stop({"round": 4}) is True  # no launcher: stop, not hang
+    assert ask(Verdicts(tmp_path, int(gone.stdout)), 4) is True  # no launcher: stop, not hang
+
+
+@pytest.mark.slow
+def test_an_interrupted_flower_run_stops_after_the_round_in_hand_and_leaves_nothing_running(tmp_path):
+    """Ctrl-C in the launcher: the server ends after the round in hand (the abort verdict), Ray
+    and the SuperLink shut down, no verdict file is left, and the checkpoint resumes."""
+    import psutil
+
+    from edgefm.fl import checkpoint, flower_sim
+
+    class Interrupt(Recorder):
+        def on_round_end(self, summary):
+            super().on_round_end(summary)
+            raise KeyboardInterrupt
+
+    t0 = time.time()
+    cfg = config.load(None, [*TINY, "rounds=4"])
+    with pytest.raises(KeyboardInterrupt):
+        flower_sim.run_simulation(cfg, tmp_path, Interrupt())
+    assert 1 <= checkpoint.load(tmp_path).round < 4 and not list(tmp_path.glob(".flower-*"))
+    names = ("flower-superlink", "flower-superexec", "flwr-simulation", "flwr run", "ray::", "raylet", "gcs_server")
+    deadline = time.monotonic() + 30
+    while True:
+        left = []
+        for p in psutil.process_iter(["cmdline", "create_time"]):
+            with contextlib.suppress(psutil.Error, TypeError):
+                cmd = " ".join(p.info["cmdline"] or [])
+                if p.info["create_time"] >= t0 and any(n in cmd for n in names):
+                    left.append(cmd[:80])
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert not left, left

@@ -34,6 +34,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from edgefm.fl.flower import (
     RUN_DIR_KEY,
     TRANSPORT_KEY,
     VERDICT,
+    check_resumable,
 )
 from edgefm.fl.ledger import Ledger
 from edgefm.fl.loopback import Loopback
@@ -157,6 +159,7 @@ def run_simulation(
     start = 1
     if resume:  # trimmed to the checkpoint as the server will trim them, so the follower starts at their end
         saved = checkpoint.load(run_dir)
+        check_resumable(saved)  # before anything starts
         start = saved.round + 1
         rewrite_files(run_dir, Ledger.from_state(saved.ledger))
     cb = callbacks or Callbacks()
@@ -168,40 +171,65 @@ def run_simulation(
         f"{RESUME_KEY}={str(resume).lower()} {TRANSPORT_KEY}='{transport}'"
     )
     cb.on_run_start(cfg.rounds, start)
-    with tempfile.TemporaryDirectory(prefix="edgefm-flower-") as home, Loopback(Path(home), simulation=True) as lb:
+    log = run_dir / "flower.log"
+    submitted = _size(log)  # this run's lines of flower.log start here
+    home = tempfile.TemporaryDirectory(prefix="edgefm-flower-")
+    # relative paths in the config resolve where the caller runs, as in-process
+    with home, _terminate_as_interrupt(), Loopback(Path(home.name), simulation=True, cwd=Path.cwd()) as lb:
         lb.start_superlink(wait_s=0.5)
-        proc = lb.submit(run_config, federation_config(cfg, clients), run_dir / "flower.log")
+        proc = lb.submit(run_config, federation_config(cfg, clients), log)
         deadline = time.monotonic() + timeout_s if timeout_s else None
         try:
             while proc.poll() is None:
                 follower.poll()
                 if deadline is not None and time.monotonic() > deadline:
-                    raise EdgefmError(f"the Flower run took over {timeout_s:.0f} s; see {run_dir / 'flower.log'}")
+                    raise EdgefmError(f"the Flower run took over {timeout_s:.0f} s; see {log}")
                 if (run_dir / ERROR).is_file():  # the server failed: Flower may take a while to notice
                     break
                 time.sleep(POLL_S)
             follower.poll()
         finally:
             if proc.poll() is None:  # interrupted, timed out or failed: stop the run as Flower does
-                _stop(lb, proc, run_dir)
+                _stop(lb, proc, run_dir, submitted)
+            (run_dir / VERDICT).unlink(missing_ok=True)
     return _result(run_dir, cfg, follower.done_round if follower.stopped else cfg.rounds)
 
 
-def _stop(lb: Loopback, proc, run_dir: Path) -> None:
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (``timeout``, a job scheduler) ends the run as Ctrl-C does: the server stops after
+    the round in hand and the SuperLink goes with the launcher (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(lb: Loopback, proc, run_dir: Path, submitted: int) -> None:
     """End a run the launcher gave up on (interrupted, timed out): an ``abort`` verdict, so the
     server stops after the round in hand and the runtime shuts Ray down; failing that,
     ``flwr stop RUN_ID`` as Flower stops a run; failing that, the submitting process is killed."""
     verdict(run_dir, {"abort": True})
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=GRACE_S)
-    log = run_dir / "flower.log"
-    found = re.search(r"Successfully started run (\d+)", log.read_text(errors="replace")) if log.is_file() else None
+    with open(run_dir / "flower.log", "rb") as fh:
+        fh.seek(submitted)
+        found = re.findall(rb"Successfully started run (\d+)", fh.read())
     if proc.poll() is None and found:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            lb.flwr("stop", found.group(1), lb.connection, timeout=GRACE_S)
+            lb.flwr("stop", found[-1].decode(), lb.connection, timeout=GRACE_S)
             proc.wait(timeout=GRACE_S)
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
 
 
 def _size(path: Path) -> int:

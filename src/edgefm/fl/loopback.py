@@ -20,6 +20,7 @@ tests only: a real deployment uses its own CA.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import ipaddress
 import os
@@ -36,9 +37,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edgefm.data.sources import data_dir
+from edgefm import EdgefmError
+from edgefm.data.sources import data_roots
 
 APP = Path(__file__).resolve().parents[3] / "configs" / "flower_app"  # the Flower App in a checkout
+
+
+try:  # loaded here, not in the forked child (loading a library there can deadlock)
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _PRCTL = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: ask Linux to send it SIGTERM when the process that started
+    it dies, so a launcher killed outright (SIGKILL) leaves no SuperLink behind."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -112,6 +127,7 @@ class Loopback:
     tls: bool = False
     auth: bool = False
     simulation: bool = False  # a SuperLink that simulates the nodes itself (``fl/flower_sim.py``)
+    cwd: Path | None = None  # where the processes run (default: ``folder``)
     connection: str = "edgefm-loopback"
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -135,20 +151,26 @@ class Loopback:
             "FLWR_HOME": str(home),
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
             "HF_HUB_OFFLINE": "1",
-            "EDGEFM_DATA_DIR": str(data_dir()),  # the processes run in ``folder``, not here
         }
+        roots = data_roots()
+        if roots:  # the processes run elsewhere (``folder``), so name the folder found from here
+            self.env["EDGEFM_DATA_DIR"] = str(roots[0])
         if not self.simulation:  # many node processes share few cores: one thread each
             self.env["OMP_NUM_THREADS"] = "1"
 
-    def _spawn(self, name: str, *cmd: str) -> subprocess.Popen:
-        with open(self.folder / f"{name}.log", "a") as log:
+    def _spawn(self, name: str, *cmd: str, log: Path | None = None) -> subprocess.Popen:
+        exe = self.bin / cmd[0]
+        if not exe.is_file():
+            raise EdgefmError(f"{exe} is missing; expected Flower installed beside Python: pip install -e '.[flower]'")
+        with open(log or self.folder / f"{name}.log", "a") as fh:
             proc = subprocess.Popen(
-                [str(self.bin / cmd[0]), *cmd[1:]],
+                [str(exe), *cmd[1:]],
                 env=self.env,
-                cwd=self.folder,
-                stdout=log,
+                cwd=self.cwd or self.folder,
+                stdout=fh,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: a kill reaches its ClientApp too
+                preexec_fn=_die_with_parent,
             )
         self.procs[name] = proc
         return proc
@@ -173,7 +195,8 @@ class Loopback:
                 time.sleep(wait_s / 4)
                 return
             time.sleep(0.25)
-        raise RuntimeError(f"the SuperLink did not open port {self.port}; see {self.folder / 'superlink.log'}")
+        tail = (self.folder / "superlink.log").read_text(errors="replace").strip().splitlines()[-1:]
+        raise EdgefmError(f"the Flower SuperLink did not open port {self.port}: {tail[0] if tail else 'no log'}")
 
     def register(self, public_key: Path) -> subprocess.CompletedProcess:
         """``flwr supernode register``: admit the SuperNode holding this key's private half."""
@@ -220,15 +243,10 @@ class Loopback:
     def submit(self, run_config: str, federation_config: str, log: Path) -> subprocess.Popen:
         """``flwr run --stream`` edgefm's Flower App in the background, its output into ``log``;
         it exits when the run ends. ``federation_config``: a simulation's ``num-supernodes=N ...``."""
-        cmd = [str(self.bin / "flwr"), "run", str(APP), self.connection, "--stream", "--run-config", run_config]
+        cmd = ["flwr", "run", str(APP), self.connection, "--stream", "--run-config", run_config]
         if federation_config:
             cmd += ["--federation-config", federation_config]
-        with open(log, "a") as fh:
-            proc = subprocess.Popen(
-                cmd, env=self.env, cwd=self.folder, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.procs["flwr-run"] = proc
-        return proc
+        return self._spawn("flwr-run", *cmd, log=log)
 
     def stop(self) -> None:
         for name in list(self.procs):

@@ -201,6 +201,9 @@ def _base_and_adapters(
         state = {f"base_model.model.{k}": v for k, v in states[name].items()}
         loaded = set_peft_model_state_dict(peft_model, state, adapter_name=name)
         stray = [k for k in loaded.unexpected_keys if "lora_" in k]
+        # and every LoRA layer the adapter has got its weights (else peft's B = 0 start would
+        # silently make it the identity)
+        stray += [k for k in loaded.missing_keys if "lora_" in k and f".{name}." in k]
         if stray:
             raise EdgefmError(f"the adapter's weights do not fit its model: {stray[:3]}")
     # peft writes adapter NAME into folder/NAME (only one named "default" goes to folder itself)
