@@ -132,22 +132,36 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="a device's training steps (FedJETS: per round)")
     ap.add_argument("--jets-rounds", type=int, default=3)
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench-deepfusion")
+    ap.add_argument(
+        "--add-to-saved",
+        action="store_true",
+        help="keep the runs deepfusion.json already holds (other device counts, methods or seeds: the run folders "
+        "are not in git) and add these to them; every row is then recomputed from its runs",
+    )
     args = ap.parse_args()
-    rows, raw = [], []
+    raw = []
     for n in [int(x) for x in args.devices.split(",")]:
         methods = {**MAIN, **(ABLATIONS if n == args.ablate_at else {})}
         for method, extra in methods.items():
-            done = []
             seeds = args.seeds if method in MAIN or not args.ablation_seeds else args.ablation_seeds
             for seed in seeds.split(","):
                 slug = "".join(c if c.isalnum() else "_" for c in method)
                 out = args.runs_dir / f"n{n}-{slug}-s{seed}"
                 train_run(overrides(method, extra, n, seed, args), out)
                 m = measure(out)
-                raw.append({"devices": n, "method": method, "seed": seed, **m})
-                done.append(m)
+                raw.append({"devices": n, "method": method, "seed": seed, "date": machine()["date"], **m})
                 print(n, method, seed, round(m["log_ppl"], 4), flush=True)
-            rows.append(row_of(method, n, done))
+    if args.add_to_saved:
+        saved = json.loads((RESULTS / "deepfusion.json").read_text())
+        new = {(r["devices"], r["method"], r["seed"]) for r in raw}
+        date = saved["machine"]["date"]
+        old = [{"date": date, **r} for r in saved["runs"] if (r["devices"], r["method"], r["seed"]) not in new]
+        raw = old + raw
+    order = list(MAIN) + list(ABLATIONS)
+    raw.sort(key=lambda r: (r["devices"], order.index(r["method"]), str(r["seed"])))
+    rows = []
+    for n, method in dict.fromkeys((r["devices"], r["method"]) for r in raw):
+        rows.append(row_of(method, n, [r for r in raw if (r["devices"], r["method"]) == (n, method)]))
     write(args, rows, raw)
 
 
@@ -162,13 +176,13 @@ def write(args, rows: list[dict], raw: list[dict]) -> None:
     lines = [
         "# DeepFusion: heterogeneous device LMs fused into one MoE, against its baselines",
         "",
-        f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Seeds {args.seeds} (KD baselines and "
-        f"ablations: {args.ablation_seeds or args.seeds}). BBC News + PubMedQA "
+        f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Runs measured on "
+        f"{', '.join(sorted({r.get('date', m['date']) for r in raw}))} (each run's date in deepfusion.json). BBC News + PubMedQA "
         f"(6 domains), 600 documents (a fifth public), BPE 1,000, 64-token blocks, lr 0.005, Dirichlet 0.3 over domains; a "
         f"MoE of {EXPERTS} qwen3-s experts (top-2), Phase II 40 steps per student, Phase III 20; devices train {args.steps} steps of 16 blocks (FedJETS: per round, "
         f"{args.jets_rounds} rounds; centralized: as many steps as FedJETS' devices take in all, on the pooled text, in 6 rounds, its best evaluation reported). Regenerate: "
-        f"`python -m benchmarks.deepfusion --devices {args.devices} --seeds {args.seeds}"
-        + (f" --ablation-seeds {args.ablation_seeds}`." if args.ablation_seeds else "`."),
+        "`python -m benchmarks.deepfusion --devices 8 --seeds 0,1,2 --ablation-seeds 0`, then "
+        "`--devices 16 --seeds 0 --add-to-saved` (the seeds column gives each row's runs).",
         "",
         *table(rows),
         "",

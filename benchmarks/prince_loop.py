@@ -233,14 +233,15 @@ def main() -> None:
     args = ap.parse_args()
     raw = yaml.safe_load(FILE.read_text())
     RUNS.mkdir(parents=True, exist_ok=True)
-    rows, reused = [], []
-    if args.add_to_saved:
+    rows, reused, measured = [], [], [(s, m) for s in args.seeds for m in args.methods]
+    if args.add_to_saved:  # the saved rows of every (seed, method) this run does not measure
         saved = json.loads((RESULTS / "prince_loop_runs.json").read_text())
-        rows = [r for r in saved if r["seed"] not in args.seeds and r["method"] in args.methods]
-        reused = sorted({r["seed"] for r in rows})
+        rows = [r for r in saved if (r["seed"], r["method"]) not in measured]
+        reused = sorted({(r["seed"], r["method"]) for r in rows})
     rows += [row for seed in args.seeds for row in run_seed(raw, seed, tuple(args.methods))]
     rows.sort(key=lambda r: (r["seed"], METHODS.index(r["method"])))
     args.seeds = sorted({r["seed"] for r in rows})
+    args.methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     (RESULTS / "prince_loop_runs.json").write_text(json.dumps(rows, indent=1) + "\n")
     fits = {w["name"]: (w["alpha"], w["beta"], w.get("pilot", {}).get("r2")) for w in load_tenants()}
     notes = "\n".join(
@@ -271,9 +272,11 @@ def main() -> None:
         "tenants": len(raw["tenants"]),
         "round caps": CAP,
     }
-    if reused:  # say which seeds this run measured and which it took from the saved rows
-        meta["seeds measured now"] = [x for x in args.seeds if x not in reused]
-        meta["seeds from the saved rows (an earlier run, same settings)"] = reused
+    if reused:  # say what this run measured and what it took from the saved rows
+        meta["measured now (seeds x methods)"] = (
+            f"{sorted({s for s, _ in measured})} x {sorted({m for _, m in measured})}"
+        )
+        meta["the rest from the saved rows (earlier runs, same settings)"] = len(reused)
     p = write(
         "prince_loop", "PRINCE closed loop: the market decides, split training measures", summarise(rows), meta, notes
     )
