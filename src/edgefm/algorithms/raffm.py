@@ -317,9 +317,7 @@ class RaFFM(Strategy):
         """A subnetwork cut below full: LoRA merged, then padded with zeros into the
         architecture its config builds (``elastic.padded``: the same function), so plain
         transformers loads it; ``edgefm.json`` gives its real widths."""
-        plain = copy.deepcopy(module).cpu().float().eval()
-        hf_export.unload_lora(plain, merge=True)  # (peft's wrappers keep the uncut widths: read the layers')
-        spec = E.widths(plain)
+        spec = E.widths(module)
         if spec == E.Spec.full(self.arch):
             return super().save_pretrained(module, tokenizer, folder, adapter, facts)
         if adapter:
@@ -327,6 +325,8 @@ class RaFFM(Strategy):
                 "--adapter: a subnetwork cut below full is written with its LoRA merged (its rows are padded "
                 "back to a shape transformers builds); expected --budget full, or no --adapter"
             )
+        plain = copy.deepcopy(module).cpu().float().eval()
+        hf_export.unload_lora(plain, merge=True)
         cut = {
             "ffn_width": list(spec.ffn),
             "qk_width": list(spec.qk),

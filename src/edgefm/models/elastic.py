@@ -274,12 +274,13 @@ def extract(model: nn.Module, spec: Spec, arch: Arch | None = None) -> nn.Module
 
 
 def widths(model: nn.Module) -> Spec:
-    """The spec a model was cut to, read from its layers (a model without LoRA layers)."""
+    """The spec a model was cut to, read from its layers' weights (peft's LoRA wrappers keep the
+    uncut ``out_features``; their ``weight`` is the sliced base layer's)."""
     encoder = model.encoder if hasattr(model, "encoder") else model
     heads = encoder.config.num_attention_heads
     layers = encoder.encoder.layer
-    ffn = tuple(layer.intermediate.dense.out_features for layer in layers)
-    return Spec(ffn, tuple(layer.attention.self.query.out_features // heads for layer in layers))
+    ffn = tuple(layer.intermediate.dense.weight.shape[0] for layer in layers)
+    return Spec(ffn, tuple(layer.attention.self.query.weight.shape[0] // heads for layer in layers))
 
 
 def padded(model: nn.Module) -> nn.Module:
