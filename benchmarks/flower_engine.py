@@ -102,6 +102,32 @@ def run_cli(args: list[str]) -> tuple[float, float, float, dict[str, float]]:
     return time.perf_counter() - start, peak[0], peak_pss[0], parts
 
 
+FLOOR = """
+import sys
+import torch
+torch.set_num_threads(1)
+import edgefm.fl.flower  # the ServerApp and ClientApp module every process of a Flower run imports
+from edgefm import config
+from edgefm.fl.scenario import build
+sc = build(config.load(sys.argv[1], sys.argv[2:]))
+anon = sum(int(x.split()[1]) for x in open("/proc/self/smaps_rollup") if x.startswith("Anonymous:"))
+print(anon / 1024)
+"""
+
+
+def floor(args: list[str]) -> float:
+    """MB of anonymous memory (heap: never shared between processes) of one process that imports
+    edgefm's Flower apps (torch, transformers, datasets, flwr) and builds the run's scenario,
+    before it trains anything: the least each such process of a run adds. Library and weight
+    files mapped from disk are left out (several processes share them), so this understates."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    sets = [a for a in args if a != "--set"]
+    out = subprocess.run([sys.executable, "-c", FLOOR, *sets], cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the floor probe failed: {out.stderr.strip().splitlines()[-1:]}")
+    return float(out.stdout.split()[-1])
+
+
 def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
@@ -151,6 +177,12 @@ def main() -> None:
                 "bytes_up": s["bytes_up"],
             }
         )
+    process_floor = floor(common)
+    builders = ("ServerApp (flwr-simulation)", "client actors")  # the processes that build the scenario
+    python_processes = 1 + (os.cpu_count() or 1)  # the ServerApp and one actor per core
+    fixed = sum(v for k, v in breakdown["flower"].items() if k not in builders)  # launcher, Ray's, Flower's own
+    floor_mb = python_processes * process_floor + fixed
+    floor_ratio = floor_mb / rows[0]["peak_pss_mb"]
     ratio = rows[1]["wall_s"] / rows[0]["wall_s"]
     pss_ratio = rows[1]["peak_pss_mb"] / rows[0]["peak_pss_mb"]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -162,6 +194,9 @@ def main() -> None:
         "time_ratio": ratio,
         "pss_ratio": pss_ratio,
         "pss_breakdown_mb": breakdown,
+        "process_floor_mb": process_floor,
+        "floor_ratio": floor_ratio,
+        "floor_mb": floor_mb,
         "agreement_date": agree_date,
     }
     (RESULTS / "flower_engine.json").write_text(json.dumps(payload, indent=2))
@@ -202,6 +237,17 @@ def main() -> None:
                 for k in sorted({k for b in breakdown.values() for k in b})
             ]
         ),
+        "",
+        f"The floor of this layout. One Python process that imports edgefm's Flower apps (torch, transformers, "
+        f"datasets, flwr) and builds this scenario, before training anything, holds {process_floor:.0f} MB of "
+        "anonymous memory (its heap, never shared; the library and weight files it maps are left out, so this "
+        f"understates). A Flower run on this machine has {python_processes} such "
+        f"processes (the ServerApp and one client actor per core); with the launcher, Ray's and Flower's own "
+        f"processes ({fixed:.0f} MB above) that is {floor_mb:.0f} MB, {floor_ratio:.2f}x the in-process peak, "
+        "before any client trains; each training actor then adds its activations and optimizer state, as the one "
+        "in-process engine does once. A peak PSS within 1.5x would need fewer Python processes (the ServerApp "
+        "inside the launcher, as the deprecated run_simulation had it: 2.37x measured 2026-12-03) or much lighter "
+        "ones (actors that import neither datasets nor the tokenizer stack), not only actors that share weights.",
         "",
     ]
     (RESULTS / "flower_engine.md").write_text("\n".join(lines))
