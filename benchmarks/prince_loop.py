@@ -6,13 +6,14 @@ real split fine-tuning of the four tenants measures what that buys.
    (``market/data/prince_tenants.json``); the convergence bound calibrated by pilots of real split
    training (``benchmarks/prince_pilot.py``: R = alpha S + beta rounds to the tenant's target, so
    eps = 1); each device's data share p_{n,m} is what the tenant's partition deals it over the
-   24 devices (G2 = 1: not measured); each tenant's budget 1.5 times what its default job costs
+   24 devices (G2 = 1, except for "PRINCE (measured G2)": each device's measured start-gradient
+   norm and the bound refitted with it, benchmarks/prince_g2.py); each tenant's budget 1.5 times what its default job costs
    (its 6 devices of the tenants file at q = 1, paid at cost, for the bound's rounds);
    deadlines from the tenants file.
 2. Each method's outcome (PRINCE's equilibrium; PRINCE with each tenant's coverage floor, the
    least share of its data a pilot that reached the target held, below which the bound is not
    trusted; uniform prices, isolated tenants, random participation with naive averaging, top-k,
-   and the planner's social optimum as a reference)
+   the planner's social optimum as a reference, and PRINCE priced with measured G2)
    becomes a tenants file: each tenant gets the devices that chose it, with their q as
    ``algorithm.participation`` (Horvitz-Thompson merging; naive for random).
 3. ``edgefm train`` runs it: each tenant trains until its target or deadline (simulated seconds).
@@ -28,12 +29,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 
 import numpy as np
 import yaml
 
+from benchmarks import prince_g2
 from benchmarks._common import RESULTS, table, write
 from benchmarks.prince_pilot import FILE, entry, spread, train
 from edgefm.fl import tenants as TN
@@ -54,6 +57,7 @@ TAGS = {  # method -> its run folders' name
     "random + naive": "random",
     "top-k by data": "top-k",
     "social optimum": "social",
+    "PRINCE (measured G2)": "prince-g2",
 }
 METHODS = tuple(TAGS)
 
@@ -100,7 +104,16 @@ def coverage_floor(inst: Instance) -> np.ndarray:
     return np.array(floors)
 
 
-def outcomes(inst: Instance, seed: int) -> dict[str, tuple[dict, bool]]:
+def with_g2(inst: Instance, seed: int) -> Instance:
+    """The same market with each device's measured G2 and the bound refitted with it
+    (``benchmarks/prince_g2.py``); the same budgets, so the same money as every other method."""
+    g2, fits = prince_g2.load(seed)
+    alpha = [fits[name]["alpha"] for name in inst.names]
+    beta = [fits[name]["beta"] for name in inst.names]
+    return dataclasses.replace(inst, g2=g2 * (inst.share > 0), alpha=alpha, beta=beta)  # validated again
+
+
+def outcomes(inst: Instance, seed: int, methods: tuple[str, ...] = METHODS) -> dict[str, tuple[dict, bool]]:
     """Each method's outcome and whether its tenants merge naively."""
     floored = copy.deepcopy(inst)
     floored.min_share = coverage_floor(inst)
@@ -114,6 +127,8 @@ def outcomes(inst: Instance, seed: int) -> dict[str, tuple[dict, bool]]:
     }
     priced = [out[k][0] for k in ("PRINCE", "uniform price", "isolated", "top-k by data")]
     out["social optimum"] = (B.social(inst, priced), False)
+    if "PRINCE (measured G2)" in methods:
+        out["PRINCE (measured G2)"] = (prince.equilibrium(with_g2(inst, seed)), False)
     return out
 
 
@@ -144,7 +159,7 @@ def run_seed(raw: dict, seed: int, methods: tuple[str, ...] = METHODS) -> list[d
     chosen, population, _ = TN.load(FILE, [f"seed={seed}"])
     inst = market(chosen, population, seed)
     rows = []
-    for label, (out, naive) in outcomes(inst, seed).items():
+    for label, (out, naive) in outcomes(inst, seed, methods).items():
         if label not in methods:
             continue
         tag = f"{TAGS[label]}-s{seed}"
@@ -206,15 +221,15 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def bound_check(rows: list[dict]) -> list[str]:
+def bound_check(rows: list[dict], what: str = "") -> list[str]:
     pairs = [(r["bound rounds"], r["rounds to target"]) for r in rows if r["bound rounds"] and r["rounds to target"]]
     if not pairs:
-        return ["No run reached its target: the bound cannot be checked."]
+        return [f"No run{what} reached its target: the bound cannot be checked."]
     b, m = np.array(pairs, dtype=float).T
     ratio = m / b
     corr = float(np.corrcoef(np.log(b), np.log(m))[0, 1]) if len(pairs) > 2 and np.ptp(b) > 0 else math.nan
     return [
-        f"Over the {len(pairs)} tenant runs that reached their target: measured rounds / the bound's rounds,",
+        f"Over the {len(pairs)} tenant runs{what} that reached their target: measured rounds / the bound's rounds,",
         f"median {np.median(ratio):.3g} (p10 {np.percentile(ratio, 10):.3g}, p90 {np.percentile(ratio, 90):.3g});",
         f"correlation of their logs {corr:.3g}.",
     ]
@@ -252,7 +267,10 @@ def main() -> None:
             "",
             "## The bound against the measured rounds",
             "",
-            *bound_check(rows),
+            *bound_check([r for r in rows if r["method"] != "PRINCE (measured G2)"], " with G2 = 1"),
+            "",
+            *bound_check([r for r in rows if r["method"] == "PRINCE (measured G2)"], " with measured G2"),
+            "",
             "Calibration (benchmarks/results/prince_pilot.md), rounds = a S + b: "
             + "; ".join(
                 f"{k}: a {a:.3g}, b {b:.3g}, R^2 {r2 if r2 is None else round(r2, 2)}" for k, (a, b, r2) in fits.items()
