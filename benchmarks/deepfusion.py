@@ -51,6 +51,7 @@ DF = [
     "algorithm.distill_steps=40",
     "algorithm.merge_steps=20",
 ]
+STEPS = 40  # a device's training steps (FedJETS: per round), unless --steps says otherwise
 CENTRAL_EVERY, CENTRAL_ROUNDS = 20, 16  # the centralized bound: 320 steps, evaluated every 20
 MOE = ["model.name=qwen3_moe", "model.sizes=[s]", f"model.experts={EXPERTS}"]
 MAIN = {
@@ -133,7 +134,12 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--ablate-at", type=int, default=8)
     ap.add_argument("--ablation-seeds", default=None, help="seeds of the KD baselines and ablations (default: --seeds)")
-    ap.add_argument("--steps", type=int, default=40, help="a device's training steps (FedJETS: per round)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=STEPS,
+        help=f"a device's training steps (FedJETS: per round); other than {STEPS}, rows are labelled with it",
+    )
     ap.add_argument("--jets-rounds", type=int, default=3)
     ap.add_argument(
         "--methods", default=None, help="run only methods whose name contains one of these (comma-separated)"
@@ -153,13 +159,15 @@ def main() -> None:
             if args.methods and not any(w.lower() in method.lower() for w in args.methods.split(",")):
                 continue
             seeds = args.seeds if method in MAIN or not args.ablation_seeds else args.ablation_seeds
+            label = method if args.steps == STEPS else f"{method}, {args.steps} device steps"
             for seed in seeds.split(","):
-                slug = "".join(c if c.isalnum() else "_" for c in method)
+                slug = "".join(c if c.isalnum() else "_" for c in label)
                 out = args.runs_dir / f"n{n}-{slug}-s{seed}"
                 train_run(overrides(method, extra, n, seed, args), out)
                 m = measure(out)
-                raw.append({"devices": n, "method": method, "seed": seed, "date": machine()["date"], **m})
-                print(n, method, seed, round(m["log_ppl"], 4), flush=True)
+                row = {"devices": n, "method": label, "base": method, "steps": args.steps, "seed": seed}
+                raw.append({**row, "date": machine()["date"], **m})
+                print(n, label, seed, round(m["log_ppl"], 4), flush=True)
     if args.add_to_saved:
         saved = json.loads((RESULTS / "deepfusion.json").read_text())
         new = {(r["devices"], r["method"], r["seed"]) for r in raw}
@@ -167,7 +175,9 @@ def main() -> None:
         old = [{"date": date, **r} for r in saved["runs"] if (r["devices"], r["method"], r["seed"]) not in new]
         raw = old + raw
     order = list(MAIN) + list(ABLATIONS)
-    raw.sort(key=lambda r: (r["devices"], order.index(r["method"]), str(r["seed"])))
+    raw.sort(
+        key=lambda r: (r["devices"], r.get("steps", STEPS), order.index(r.get("base", r["method"])), str(r["seed"]))
+    )
     rows = []
     for n, method in dict.fromkeys((r["devices"], r["method"]) for r in raw):
         rows.append(row_of(method, n, [r for r in raw if (r["devices"], r["method"]) == (n, method)]))
@@ -188,11 +198,12 @@ def write(args, rows: list[dict], raw: list[dict]) -> None:
         f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Runs measured on "
         f"{', '.join(sorted({r.get('date', m['date']) for r in raw}))} (each run's date in deepfusion.json). BBC News + PubMedQA "
         f"(6 domains), 600 documents (a fifth public), BPE 1,000, 64-token blocks, lr 0.005, Dirichlet 0.3 over domains; a "
-        f"MoE of {EXPERTS} qwen3-s experts (top-2), Phase II 40 steps per student, Phase III 20; devices train {args.steps} steps of 16 blocks (FedJETS: per round, "
+        f"MoE of {EXPERTS} qwen3-s experts (top-2), Phase II 40 steps per student, Phase III 20; devices train {STEPS} steps of 16 blocks unless the row says otherwise (FedJETS: per round, "
         f"{args.jets_rounds} rounds; centralized: {CENTRAL_EVERY * CENTRAL_ROUNDS} steps on the pooled text, the same at every device count, evaluated every {CENTRAL_EVERY}, its best evaluation reported). Regenerate: "
         "`python -m benchmarks.deepfusion --devices 8 --seeds 0,1,2`, then `--devices 16 --seeds 0,1,2 --add-to-saved` "
         "and `--devices 32 --seeds 0,1 --add-to-saved` (the seeds column gives each row's runs; `--methods` reruns only "
-        "the named methods).",
+        "the named methods; rows marked 160 device steps: `--devices 8 --seeds 0 --ablation-seeds 0 --steps 160 --methods "
+        '"DeepFusion (VAA),FedMKT,linear FM,FedJETS" --add-to-saved`).',
         "",
         *table(rows),
         "",
