@@ -87,9 +87,9 @@ def overrides(method: str, extra: list[str], n: int, seed: str, args) -> list[st
 
 
 def row_of(method: str, n: int, done: list[dict]) -> dict:
-    def mean(key: str) -> float:
+    def mean(key: str) -> float | None:
         vals = [d[key] for d in done if d.get(key) is not None]
-        return float(np.mean(vals)) if vals else float("nan")
+        return float(np.mean(vals)) if vals else None  # JSON has no NaN
 
     log_ppl = [d["log_ppl"] for d in done]
     return {
@@ -202,7 +202,7 @@ def write(args, rows: list[dict], raw: list[dict]) -> None:
         f"{args.jets_rounds} rounds; centralized: {CENTRAL_EVERY * CENTRAL_ROUNDS} steps on the pooled text, the same at every device count, evaluated every {CENTRAL_EVERY}, its best evaluation reported). Regenerate: "
         "`python -m benchmarks.deepfusion --devices 8 --seeds 0,1,2`, then `--devices 16 --seeds 0,1,2 --add-to-saved` "
         "and `--devices 32 --seeds 0,1 --add-to-saved` (the seeds column gives each row's runs; `--methods` reruns only "
-        "the named methods; rows marked 160 device steps: `--devices 8 --seeds 0 --ablation-seeds 0 --steps 160 --methods "
+        "the named methods; rows marked 160 device steps: `--devices 8 --seeds 0,1,2 --ablation-seeds 0,1,2 --steps 160 --methods "
         '"DeepFusion (VAA),FedMKT,linear FM,FedJETS" --add-to-saved`).',
         "",
         *table(rows),
