@@ -89,8 +89,12 @@ def main() -> None:
                     "corr(log G2, log share)": float(np.corrcoef(np.log(g), np.log(share))[0, 1]),
                 }
             )
+
+    def r2(v: float | None) -> str:
+        return "undefined" if v is None else f"{v:.3f}"  # None: the pilots' rounds did not vary
+
     fit_lines = [
-        f"- {k}: alpha {f['alpha']:.4g}, beta {f['beta']:.4g}, R^2 {f['r2']:.3f} (with G2 = 1: {f['r2 (G2 = 1)']:.3f})"
+        f"- {k}: alpha {f['alpha']:.4g}, beta {f['beta']:.4g}, R^2 {r2(f['r2'])} (with G2 = 1: {r2(f['r2 (G2 = 1)'])})"
         if f["alpha"] is not None
         else f"- {k}: too few pilots reached the target to fit"
         for k, f in fits.items()

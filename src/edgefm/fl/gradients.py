@@ -34,22 +34,18 @@ def gradient(
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("the model has no trainable parameters: there is no gradient to report")
-    total = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in params.items()}
     n = len(data)
     was_training = model.training
     model.eval()
+    model.zero_grad(set_to_none=True)
     try:
-        for index in data.batch_indices(batch_size):
+        for index in data.batch_indices(batch_size):  # backward accumulates the weighted batches
             batch = data.collate(index).to(device)
-            model.zero_grad(set_to_none=True)
             (task.loss(model, batch).float() * (len(index) / n)).backward()
-            for k, p in params.items():
-                if p.grad is not None:
-                    total[k] += p.grad.float()
+        return {k: p.grad.float().clone() if p.grad is not None else torch.zeros_like(p) for k, p in params.items()}
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    return total
 
 
 def squared_norm(grad: dict[str, torch.Tensor]) -> float:
