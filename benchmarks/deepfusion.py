@@ -48,10 +48,10 @@ DF = [
     "rounds=1",
     "algorithm.name=deepfusion",
     f"algorithm.experts={EXPERTS}",
-    "algorithm.distill_steps=40",
     "algorithm.merge_steps=20",
 ]
 STEPS = 40  # a device's training steps (FedJETS: per round), unless --steps says otherwise
+DISTILL = 40  # Phase II steps per student, unless --distill-steps says otherwise
 CENTRAL_EVERY, CENTRAL_ROUNDS = 20, 16  # the centralized bound: 320 steps, evaluated every 20
 MOE = ["model.name=qwen3_moe", "model.sizes=[s]", f"model.experts={EXPERTS}"]
 MAIN = {
@@ -70,6 +70,8 @@ ABLATIONS = {
 
 def overrides(method: str, extra: list[str], n: int, seed: str, args) -> list[str]:
     out = [*COMMON, f"seed={seed}", f"clients={n}", *extra, f"algorithm.local_steps={args.steps}"]
+    if "algorithm.name=deepfusion" in extra:
+        out.append(f"algorithm.distill_steps={args.distill_steps}")
     if "fedjets" in " ".join(extra):
         out = [o for o in out if not o.startswith("algorithm.local_steps")]
         out += [f"rounds={args.jets_rounds}", f"eval_every={args.jets_rounds}", f"train.max_steps={args.steps}"]
@@ -140,6 +142,12 @@ def main() -> None:
         default=STEPS,
         help=f"a device's training steps (FedJETS: per round); other than {STEPS}, rows are labelled with it",
     )
+    ap.add_argument(
+        "--distill-steps",
+        type=int,
+        default=DISTILL,
+        help=f"Phase II steps per student (DeepFusion and its variants); other than {DISTILL}, rows are labelled with it",
+    )
     ap.add_argument("--jets-rounds", type=int, default=3)
     ap.add_argument(
         "--methods", default=None, help="run only methods whose name contains one of these (comma-separated)"
@@ -158,14 +166,21 @@ def main() -> None:
         for method, extra in methods.items():
             if args.methods and not any(w.lower() in method.lower() for w in args.methods.split(",")):
                 continue
+            # only DeepFusion and its variants have a Phase II; the others' rows keep their label
+            distill = args.distill_steps if "algorithm.name=deepfusion" in extra else DISTILL
             seeds = args.seeds if method in MAIN or not args.ablation_seeds else args.ablation_seeds
-            label = method if args.steps == STEPS else f"{method}, {args.steps} device steps"
+            label = method + "".join(
+                f", {v} {what}"
+                for v, default, what in [(args.steps, STEPS, "device steps"), (distill, DISTILL, "Phase II steps")]
+                if v != default
+            )
             for seed in seeds.split(","):
                 slug = "".join(c if c.isalnum() else "_" for c in label)
                 out = args.runs_dir / f"n{n}-{slug}-s{seed}"
                 train_run(overrides(method, extra, n, seed, args), out)
                 m = measure(out)
                 row = {"devices": n, "method": label, "base": method, "steps": args.steps, "seed": seed}
+                row["distill_steps"] = distill
                 raw.append({**row, "date": machine()["date"], **m})
                 print(n, label, seed, round(m["log_ppl"], 4), flush=True)
     if args.add_to_saved:
@@ -176,7 +191,13 @@ def main() -> None:
         raw = old + raw
     order = list(MAIN) + list(ABLATIONS)
     raw.sort(
-        key=lambda r: (r["devices"], r.get("steps", STEPS), order.index(r.get("base", r["method"])), str(r["seed"]))
+        key=lambda r: (
+            r["devices"],
+            r.get("steps", STEPS),
+            order.index(r.get("base", r["method"])),
+            r.get("distill_steps", DISTILL),
+            str(r["seed"]),
+        )
     )
     rows = []
     for n, method in dict.fromkeys((r["devices"], r["method"]) for r in raw):
@@ -198,7 +219,7 @@ def write(args, rows: list[dict], raw: list[dict]) -> None:
         f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Runs measured on "
         f"{', '.join(sorted({r.get('date', m['date']) for r in raw}))} (each run's date in deepfusion.json). BBC News + PubMedQA "
         f"(6 domains), 600 documents (a fifth public), BPE 1,000, 64-token blocks, lr 0.005, Dirichlet 0.3 over domains; a "
-        f"MoE of {EXPERTS} qwen3-s experts (top-2), Phase II 40 steps per student, Phase III 20; devices train {STEPS} steps of 16 blocks unless the row says otherwise (FedJETS: per round, "
+        f"MoE of {EXPERTS} qwen3-s experts (top-2), Phase II {DISTILL} steps per student unless the row says otherwise, Phase III 20; devices train {STEPS} steps of 16 blocks unless the row says otherwise (FedJETS: per round, "
         f"{args.jets_rounds} rounds; centralized: {CENTRAL_EVERY * CENTRAL_ROUNDS} steps on the pooled text, the same at every device count, evaluated every {CENTRAL_EVERY}, its best evaluation reported). Regenerate: "
         "`python -m benchmarks.deepfusion --devices 8 --seeds 0,1,2`, then `--devices 16 --seeds 0,1,2 --add-to-saved` "
         "and `--devices 32 --seeds 0,1 --add-to-saved` (the seeds column gives each row's runs; `--methods` reruns only "

@@ -8,6 +8,14 @@ simulates 1,000 clients peaked at 1.8x the memory of one (``benchmarks/results/c
 ``malloc_trim(0)`` returns every free page of every arena; the next client faults its pages in
 again, which costs time (reported beside the memory in that benchmark). Where the C library is
 not glibc there is nothing to call and :func:`trim` does nothing.
+
+:func:`map_large` attacks the same growth at its source. glibc serves a block of at least
+``M_MMAP_THRESHOLD`` bytes from a memory map of its own, unmapped (so returned) when freed; but
+by default the threshold adapts, rising to the size of every mapped block freed (up to 32 MB), so
+after the first few batches the activations of a transformer come from the heap and fragment it.
+Fixing the threshold (``mallopt``, which also stops the adapting) keeps every block above it out
+of the heap for the whole process; the price is the same, a page fault per page of every such
+block (measured side by side in ``benchmarks/results/client_memory.md``).
 """
 
 from __future__ import annotations
@@ -28,6 +36,32 @@ def _malloc_trim():
         return None
     fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
     return fn
+
+
+@functools.cache
+def _mallopt():
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        fn = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return fn
+
+
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+MAX_THRESHOLD_KB = 32 * 1024  # glibc's ceiling on 64-bit systems (HEAP_MAX_SIZE / 2)
+
+
+def map_large(threshold_kb: int) -> bool:
+    """Serve every allocation of at least ``threshold_kb`` KiB from its own memory map, for the rest
+    of this process (glibc; elsewhere nothing happens and False is returned)."""
+    if not 0 < threshold_kb <= MAX_THRESHOLD_KB:
+        raise ValueError(f"threshold_kb: {threshold_kb}; expected 1..{MAX_THRESHOLD_KB}")
+    fn = _mallopt()
+    return bool(fn(M_MMAP_THRESHOLD, threshold_kb * 1024)) if fn is not None else False
 
 
 def available() -> bool:

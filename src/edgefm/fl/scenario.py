@@ -16,7 +16,7 @@ from edgefm.data.encode import Encoded
 from edgefm.data.partition import local_splits
 from edgefm.data.sources import DataBundle, raw_bytes
 from edgefm.edge.devices import DeviceProfile, sample_population
-from edgefm.fl import attacks
+from edgefm.fl import attacks, heap
 from edgefm.fl.strategy import ClientData, Strategy, build_strategy, seed_for
 from edgefm.models.workbench import Workbench, resolve_device
 
@@ -96,6 +96,8 @@ def build(cfg: RunConfig, devices: list[DeviceProfile] | None = None, owners: li
     data is dealt to all ``cfg.clients`` devices of the population, and the run trains only the
     ``owners``' shares, on ``devices`` (theirs, numbered 0..len(owners)-1): a device's data is
     its own whichever tenant it serves, and a tenant without the device goes without it."""
+    if cfg.mmap_threshold_kb:  # before the data and the model are built: their blocks too
+        heap.map_large(cfg.mmap_threshold_kb)
     strategy = build_strategy(cfg)
     task = tasks.make(cfg.task)
     bundle = task.load(cfg)
