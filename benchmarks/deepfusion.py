@@ -7,7 +7,8 @@ size (s or m) that fits its memory (scaled by 0.2). Every method through the sam
 ledger, scored on the same pooled test documents:
 
 - DeepFusion (VAA), one upload per device; its ablations: linear feature matching, devices of
-  one family (llama), one proxy per architecture (no clustering); its KD baselines on the same
+  one family (llama), one proxy per architecture (no clustering), no teacher at all (the
+  students trained on the public text alone: the control); its KD baselines on the same
   Phase I and III: FedMKT-style logit KD, OFA-KD-style;
 - FedJETS-style federated MoE, ``--jets-rounds`` rounds of a 2-expert slice per device;
 - centralized training of the same MoE on the pooled device text (the upper bound).
@@ -65,6 +66,9 @@ ABLATIONS = {
     "ablation: linear FM (no VAA)": [*HETERO, *DF, "algorithm.distill=linear"],
     "ablation: llama devices only": ["model.name=llama", "model.sizes=[s, m]", *DF],
     "ablation: no clustering": [*HETERO, *DF, "algorithm.clustering=none"],
+    # the control for Phase II: the students learn from the public text alone (alpha = beta = 0),
+    # so what the teachers add is the gap to this row
+    "ablation: no teacher (public CE only)": [*HETERO, *DF, "algorithm.alpha=0", "algorithm.beta=0"],
 }
 
 
@@ -224,7 +228,9 @@ def write(args, rows: list[dict], raw: list[dict]) -> None:
         "`python -m benchmarks.deepfusion --devices 8 --seeds 0,1,2`, then `--devices 16 --seeds 0,1,2 --add-to-saved` "
         "and `--devices 32 --seeds 0,1 --add-to-saved` (the seeds column gives each row's runs; `--methods` reruns only "
         "the named methods; rows marked 160 device steps: `--devices 8 --seeds 0,1,2 --ablation-seeds 0,1,2 --steps 160 --methods "
-        '"DeepFusion (VAA),FedMKT,linear FM,FedJETS" --add-to-saved`).',
+        '"DeepFusion (VAA),FedMKT,linear FM,FedJETS" --add-to-saved`, and with 320 Phase II steps the same with '
+        '`--distill-steps 320 --methods "DeepFusion (VAA),FedMKT,linear FM,no teacher"`; the no-teacher control at 40 steps: '
+        '`--devices 8 --seeds 0,1,2 --methods "no teacher" --add-to-saved`).',
         "",
         *table(rows),
         "",
