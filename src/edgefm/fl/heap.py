@@ -13,9 +13,10 @@ not glibc there is nothing to call and :func:`trim` does nothing.
 ``M_MMAP_THRESHOLD`` bytes from a memory map of its own, unmapped (so returned) when freed; but
 by default the threshold adapts, rising to the size of every mapped block freed (up to 32 MB), so
 after the first few batches the activations of a transformer come from the heap and fragment it.
-Fixing the threshold (``mallopt``, which also stops the adapting) keeps every block above it out
-of the heap for the whole process; the price is the same, a page fault per page of every such
-block (measured side by side in ``benchmarks/results/client_memory.md``).
+Fixing the threshold (``mallopt``, which also stops the adapting, and so keeps the heap's top
+trimmed at glibc's 128 KiB default) keeps blocks above it out of the heap for the whole process,
+except where a free chunk of the heap already fits one; the price is the same, a page fault per
+page of every such block (measured side by side in ``benchmarks/results/client_memory.md``).
 """
 
 from __future__ import annotations
