@@ -172,10 +172,7 @@ def main() -> None:
             d = out / f"small-{engine}{'-also' if extra else ''}"
             sets = [a for x in extra for a in ("--set", x)]
             secs, peak, pss, parts = run_cli([*common, *sets, "--out", str(d), "--set", f"engine={engine}"])
-            if not extra:
-                breakdown[engine] = parts
-            else:
-                breakdown[f"{engine}, {args.also}"] = parts
+            breakdown[f"{engine}, {args.also}" if extra else engine] = parts
             s = summary(d)
             rows.append(
                 {

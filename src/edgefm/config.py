@@ -359,7 +359,7 @@ class RunConfig:
         check_range("eval_every", self.eval_every, lo=1)
         check_range("max_examples", self.max_examples, lo=1)
         check_range("private_memory_mb", self.private_memory_mb, lo=0.0)
-        check_range("mmap_threshold_kb", self.mmap_threshold_kb, lo=0, hi=32 * 1024)
+        check_range("mmap_threshold_kb", self.mmap_threshold_kb, lo=0, hi=32768)  # glibc: fl/heap.py
         if not isinstance(self.tracking, str) or any(b.strip() not in TRACKERS for b in self.tracking.split(",")):
             raise ConfigError(
                 f"tracking: {self.tracking!r}; expected none, or one or more of mlflow, tensorboard, wandb "

@@ -42,7 +42,10 @@ def gradient(
         for index in data.batch_indices(batch_size):  # backward accumulates the weighted batches
             batch = data.collate(index).to(device)
             (task.loss(model, batch).float() * (len(index) / n)).backward()
-        return {k: p.grad.float().clone() if p.grad is not None else torch.zeros_like(p) for k, p in params.items()}
+        return {
+            k: p.grad.float().clone() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32)
+            for k, p in params.items()
+        }
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)

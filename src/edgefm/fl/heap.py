@@ -27,29 +27,25 @@ import functools
 
 
 @functools.cache
-def _malloc_trim():
-    name = ctypes.util.find_library("c")
-    if name is None:
+def _libc(name: str, argtypes: tuple, restype=ctypes.c_int):
+    """The C library's function ``name``, or None where there is none (musl, macOS, Windows)."""
+    lib = ctypes.util.find_library("c")
+    if lib is None:
         return None
     try:
-        fn = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # musl, macOS, Windows: no malloc_trim
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return fn
-
-
-@functools.cache
-def _mallopt():
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        fn = ctypes.CDLL(name).mallopt
+        fn = getattr(ctypes.CDLL(lib), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    fn.argtypes, fn.restype = list(argtypes), restype
     return fn
+
+
+def _malloc_trim():
+    return _libc("malloc_trim", (ctypes.c_size_t,))
+
+
+def _mallopt():
+    return _libc("mallopt", (ctypes.c_int, ctypes.c_int))
 
 
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h
