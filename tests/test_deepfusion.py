@@ -384,6 +384,12 @@ def test_the_centralized_upper_bound_trains_the_same_moe():
     ]
     sc = build(config.load(None, [*base, *moe]))
     assert sc.workbench.arch == F.moe_name("s", 3)
+    # the datacenter holds every block of the devices' text (a document is several blocks)
+    spread = build(config.load(None, [*base, *moe[:-1], "algorithm.name=fedavg"]))
+    blocks = [x for c in spread.clients for x in c.train.ids]
+    assert len(sc.clients) == 1 and len(sc.clients[0].train) == len(blocks) > len(sc.clients[0].train_index)
+    assert sorted(map(tuple, sc.clients[0].train.ids)) == sorted(map(tuple, blocks))
+    assert len(sc.clients[0].test) == sum(len(c.test) for c in spread.clients)
     total, _ = F.param_counts(F.parse(F.moe_name("s", 3), len(sc.workbench.tokenizer), 512))
     assert sum(p.numel() for p in sc.workbench.model.parameters()) == total
     with pytest.raises(config.ConfigError, match="model.experts: 3; only a qwen3_moe"):

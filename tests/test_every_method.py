@@ -281,7 +281,7 @@ GOLDEN_LM = {
     ),
     "splitfed": dict(log_ppl=5.657883287274768, token_acc=0.02605329760309662, bytes_up=10523136, clients=3),
     "deepfusion": dict(log_ppl=6.099171285102529, token_acc=0.02203364597290457, bytes_up=8146944, clients=3),
-    "centralized": dict(log_ppl=5.875770026735559, token_acc=0.025160041685276163, bytes_up=96774, clients=1),
+    "centralized": dict(log_ppl=5.715481024653106, token_acc=0.022778025904421618, bytes_up=96774, clients=1),
     "fedavg": dict(log_ppl=5.657886297517861, token_acc=0.02605329760309662, bytes_up=16284672, clients=3),
     "fedprox": dict(log_ppl=5.65861960040932, token_acc=0.02605329760309662, bytes_up=16284672, clients=3),
     "local": dict(log_ppl=5.740739527331246, token_acc=0.022529899260582603, bytes_up=0, clients=3),

@@ -19,11 +19,19 @@ from edgefm.fl.strategy import ClientData, ClientTask, ClientUpdate, Tensors
 
 
 def pool(parts: list[Encoded], indices: list[np.ndarray]) -> tuple[Encoded, np.ndarray]:
-    """The examples of several encoded splits merged in the order of their rows in the pool."""
+    """The examples of several encoded splits merged, and the pool rows they came from.
+
+    One example per row (classification): in the order of their rows, so the pooled data is the
+    same however it was partitioned. A language model's split packs its rows' documents into
+    blocks, several per row: every block is kept, in the parts' order (training shuffles them),
+    with the rows sorted. Until 2026-12-05 the rows' count cut the blocks too: the centralized
+    language model trained on about a tenth of the pooled text."""
     index = np.concatenate(indices)
-    order = np.argsort(index, kind="stable")
     ids = [x for p in parts for x in p.ids]
     labels = np.concatenate([p.labels for p in parts])
+    if len(ids) != len(index):
+        return Encoded(ids, labels, parts[0].pad_id), np.sort(index)
+    order = np.argsort(index, kind="stable")
     return Encoded([ids[i] for i in order], labels[order], parts[0].pad_id), index[order]
 
 
