@@ -56,6 +56,19 @@ def test_dirichlet_min_size_and_errors():
         P.dirichlet(y, 201, np.random.default_rng(0))
 
 
+def test_dirichlet_redraws_up_to_a_thousand_and_the_cap_only_decides_when_to_give_up():
+    y = np.repeat(np.arange(3), 40)  # 20 clients of >= 3 at alpha 0.5: seed 0 needs over 100 draws
+    with pytest.raises(EdgefmError, match="in 100 draws"):
+        P.dirichlet(y, 20, np.random.default_rng(0), alpha=0.5, min_size=3, max_tries=100)
+    parts = P.dirichlet(y, 20, np.random.default_rng(0), alpha=0.5, min_size=3)  # the default cap
+    assert min(len(p) for p in parts) >= 3
+    assert_disjoint_cover(parts, len(y))
+    # seed 4 succeeds within 100: a higher cap returns the very same partition (rejection sampling)
+    few = P.dirichlet(y, 20, np.random.default_rng(4), alpha=0.5, min_size=3, max_tries=100)
+    many = P.dirichlet(y, 20, np.random.default_rng(4), alpha=0.5, min_size=3)
+    assert all(np.array_equal(a, b) for a, b in zip(few, many, strict=True))
+
+
 def test_pathological_label_counts():
     y = np.repeat(np.arange(4), 25)  # 4 classes x 25
     parts = P.pathological(y, 4, np.random.default_rng(0), classes_per_client=2)

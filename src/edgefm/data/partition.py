@@ -33,14 +33,17 @@ def dirichlet(
     rng: np.random.Generator,
     alpha: float = 0.5,
     min_size: int = 4,
-    max_tries: int = 100,
+    max_tries: int = 1000,
     **_: object,
 ) -> list[np.ndarray]:
     """Label skew: each class is split over clients by proportions drawn from Dir(alpha).
 
     Hsu, Qi & Brown, "Measuring the Effects of Non-Identical Data Distribution for Federated
     Visual Classification" (2019). Redraws (up to ``max_tries``) until every client holds at
-    least ``min_size`` examples, as Flower's DirichletPartitioner does.
+    least ``min_size`` examples, as Flower's DirichletPartitioner does. This is rejection
+    sampling: an accepted partition has the same distribution whatever ``max_tries`` is, and a
+    draw that succeeds within fewer tries is the same partition, so the cap only decides when to
+    give up (1,000 draws: 32 devices at alpha 0.3 over 6 domains needed 122 for seed 2).
     """
     _check(labels, clients)
     if alpha <= 0:
