@@ -118,6 +118,12 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench-lm")
     ap.add_argument("--cached-only", action="store_true")
+    ap.add_argument(
+        "--add-to-saved",
+        action="store_true",
+        help="keep lm.json's rows of the (devices, method) pairs this run does not measure (the run folders are "
+        "not in git) and replace the rest; each run keeps its date",
+    )
     args = ap.parse_args()
     rows, raw, seen = [], [], set()
     for n in [int(x) for x in args.devices.split(",")]:
@@ -142,7 +148,10 @@ def main() -> None:
                 ok = [c for c in clients if c["status"] == "ok"]
                 up = float(np.mean([c["bytes_up"] for c in ok])) / 1e6
                 mem = float(np.mean([c.get("memory_mb", 0.0) for c in ok]))
-                raw.append({"devices": n, "method": method, "seed": seed, "upload_mb_per_device_round": up, **s})
+                raw.append(
+                    {"devices": n, "method": method, "seed": seed, "date": machine()["date"],
+                     "upload_mb_per_device_round": up, **s}
+                )  # fmt: skip
                 done.append((s, up, mem))
                 seen.update(archs_of(out))
             if not done:
@@ -164,7 +173,18 @@ def main() -> None:
                     "sim s/round": float(np.mean([s["sim_seconds_per_round"] for s, _, _ in done])),
                 }
             )
-    probes = [probe(a, 4000, 16, 64) for a in sorted(seen) if a != "path"]
+    saved = json.loads((RESULTS / "lm.json").read_text()) if args.add_to_saved else {"probes": []}
+    probed = {p["arch"] for p in saved["probes"]}  # kept: a probe is per architecture, not per run
+    probes = [probe(a, 4000, 16, 64) for a in sorted(seen) if a != "path" and a not in probed]
+    if args.add_to_saved:
+        new = {(r["devices"], r["method"]) for r in rows}
+        date = saved["machine"]["date"]
+        order = [(r["devices"], r["method"]) for r in saved["rows"]]
+        rows = [r for r in saved["rows"] if (r["devices"], r["method"]) not in new] + rows
+        rows.sort(key=lambda r: order.index((r["devices"], r["method"])) if (r["devices"], r["method"]) in order else 0)
+        # a run's "devices" is its summary's (the device list); "clients" is the count
+        raw = [{"date": date, **r} for r in saved["runs"] if (r["clients"], r["method"]) not in new] + raw
+        probes = sorted(saved["probes"] + probes, key=lambda p: p["arch"])
     write(args, rows, raw, probes)
 
 
@@ -186,7 +206,9 @@ def write(args, rows, raw, probes) -> None:
     lines = [
         "# Language models at the edge: BBC News, topic-skewed devices",
         "",
-        f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Seeds {args.seeds}; {args.rounds} rounds; every "
+        f"Machine: {m['cpu_cores']} cores, torch {m['torch']}, {m['date']}. Runs measured on "
+        f"{', '.join(sorted({r.get('date', m['date']) for r in raw}))} (each run's date in lm.json). "
+        f"Seeds {args.seeds}; {args.rounds} rounds; every "
         f"device takes {args.steps} steps of 16 x 64-token blocks per round (centralized: {args.steps} x devices "
         "steps on the pooled text, the same tokens); 600 training and 100 test articles, BPE 4,000. Regenerate: "
         f"`python -m benchmarks.lm --devices {args.devices} --seeds {args.seeds}`.",
