@@ -262,3 +262,31 @@ def test_a_coverage_floor_is_honoured_by_every_plan(seed):
     assert np.allclose(again.min_share, 0.3)
     with pytest.raises(InstanceError, match=r"tenants.min_share\[0\]: 1.5"):
         Instance.from_dict({**inst.to_dict(), "tenants": {**inst.to_dict()["tenants"], "min_share": [1.5, 0.0]}})
+
+
+def test_coverage_error_known_answer_and_plans_buy_coverage():
+    """coverage_error rho: members holding a share c of the tenant's data need 1 / (1 - rho /
+    sqrt(c)) times the rounds, none below c = rho**2; with it PRINCE's plan holds more data."""
+    rng = np.random.default_rng(7)
+    inst = generate(30, 1, rng, WORK)
+    members = np.flatnonzero(inst.share[:, 0])[:3]
+    q = np.full(3, 0.5)
+    c = float(inst.share[members, 0].sum())
+    base = T.rounds(inst, 0, members, q)
+    inst.coverage_error = np.array([0.5 * math.sqrt(c)])
+    assert T.rounds(inst, 0, members, q) == pytest.approx(base / (1 - 0.5))  # rho / sqrt(c) = 0.5
+    inst.coverage_error = np.array([math.sqrt(c)])  # exactly the least coverage: out of reach
+    assert T.rounds(inst, 0, members, q) == math.inf
+    everyone = np.flatnonzero(inst.share[:, 0])
+    assert math.isfinite(T.rounds(inst, 0, everyone, np.ones(len(everyone))))
+    held = []
+    for rho in (0.0, 0.6):
+        inst.coverage_error = np.array([rho])
+        out = prince.equilibrium(inst)
+        chosen = np.flatnonzero((np.array(out["tenant"]) == 0) & (np.array(out["q"]) > 0))
+        held.append(float(inst.share[chosen, 0].sum()))
+    assert held[1] > max(held[0], 0.36)  # rho = 0.6: at least 0.36 of the data, and more than without it
+    again = Instance.from_dict(json.loads(json.dumps(inst.to_dict())))
+    assert np.allclose(again.coverage_error, 0.6)
+    with pytest.raises(InstanceError, match=r"tenants.coverage_error\[0\]: 1.0"):
+        Instance.from_dict({**inst.to_dict(), "tenants": {**inst.to_dict()["tenants"], "coverage_error": [1.0]}})

@@ -48,6 +48,10 @@ class Instance:
     # coverage floor per tenant: plans whose members hold less of its data are not trusted
     # (R = inf): the bound is calibrated on pilots that held at least this much (default 0: none)
     min_share: np.ndarray | None = None
+    # coverage error per tenant, rho: the statistical error of training on all its data as a
+    # fraction of the target gap; members holding a share c of its data need 1 / (1 - rho /
+    # sqrt(c)) times the rounds, and none reach the target below c = rho**2 (default 0: off)
+    coverage_error: np.ndarray | None = None
     q_min: float = Q_MIN
     start_tenant: np.ndarray | None = None  # optional warm start: tenant per device (-1: none)
     start_q: np.ndarray | None = None
@@ -103,6 +107,10 @@ class Instance:
         self.min_share = np.zeros(m) if self.min_share is None else np.asarray(self.min_share, dtype=float).reshape(-1)
         V.arrays(self, ("min_share",), m, "tenants", InstanceError, "tenant")
         V.ranges(self, [("min_share", lambda a: (a >= 0) & (a <= 1), "in [0, 1]")], "tenants", InstanceError)
+        rho = self.coverage_error
+        self.coverage_error = np.zeros(m) if rho is None else np.asarray(rho, dtype=float).reshape(-1)
+        V.arrays(self, ("coverage_error",), m, "tenants", InstanceError, "tenant")
+        V.ranges(self, [("coverage_error", lambda a: (a >= 0) & (a < 1), "in [0, 1)")], "tenants", InstanceError)
         if not 0 < self.q_min <= 1:
             raise InstanceError(f"q_min: {self.q_min!r}; expected a probability in (0, 1]")
         if not self.names:
@@ -146,6 +154,7 @@ class Instance:
                 "names": list(self.names),
                 **{k: getattr(self, k).tolist() for k in TENANT_FIELDS},
                 "min_share": self.min_share.tolist(),
+                "coverage_error": self.coverage_error.tolist(),
             },
             "devices": {
                 "gamma": self.gamma.tolist(),
@@ -163,7 +172,7 @@ class Instance:
         V.mapping(raw, "instance", InstanceError, required=("tenants", "devices"))
         V.known_keys(raw, ("tenants", "devices", "q_min", "start", "extra"), "", InstanceError)
         tenants = V.mapping(raw["tenants"], "tenants", InstanceError, required=TENANT_FIELDS)
-        V.known_keys(tenants, (*TENANT_FIELDS, "names", "min_share"), "tenants", InstanceError)
+        V.known_keys(tenants, (*TENANT_FIELDS, "names", "min_share", "coverage_error"), "tenants", InstanceError)
         devices = V.mapping(raw["devices"], "devices", InstanceError, required=DEVICE_FIELDS + MATRIX_FIELDS)
         V.known_keys(devices, DEVICE_FIELDS + MATRIX_FIELDS, "devices", InstanceError)
         kw: dict[str, Any] = {k: V.number_list(tenants[k], f"tenants.{k}", InstanceError) for k in TENANT_FIELDS}
@@ -182,6 +191,8 @@ class Instance:
             kw["names"] = tenants["names"]
         if "min_share" in tenants:
             kw["min_share"] = V.number_list(tenants["min_share"], "tenants.min_share", InstanceError)
+        if "coverage_error" in tenants:
+            kw["coverage_error"] = V.number_list(tenants["coverage_error"], "tenants.coverage_error", InstanceError)
         if "q_min" in raw:
             kw["q_min"] = V.number(raw["q_min"], "q_min", InstanceError)
         if "start" in raw:

@@ -21,9 +21,14 @@ def rounds(inst: Instance, m: int, members: np.ndarray, q: np.ndarray) -> float:
     p = inst.share[members, m]
     if p.sum() <= 0 or p.sum() < inst.min_share[m] * (1 - 1e-12):  # below the coverage floor
         return math.inf
+    # the statistical error of training on a share c of the tenant's data, rho / sqrt(c) of the
+    # target gap, leaves the rest for optimisation (0 left: the target is out of reach)
+    left = 1.0 - inst.coverage_error[m] / math.sqrt(min(float(p.sum()), 1.0))
+    if left <= 0:
+        return math.inf
     p = p / p.sum()
     var = np.sum(p**2 * inst.g2[members, m] / np.maximum(q, inst.q_min))
-    return float((inst.alpha[m] * var + inst.beta[m]) / inst.eps[m])
+    return float((inst.alpha[m] * var + inst.beta[m]) / (inst.eps[m] * left))
 
 
 def round_time(inst: Instance, m: int, members: np.ndarray, q: np.ndarray) -> float:
