@@ -40,9 +40,35 @@ def role(proc: psutil.Process) -> str:
     return "edgefm (launcher / in-process engine)"
 
 
-def run_cli(args: list[str]) -> tuple[float, float, float, dict[str, float]]:
+def kinds_of(pid: int) -> dict[str, float]:
+    """MB of PSS a process holds by kind: ``heap`` (the brk heap, where glibc serves blocks below
+    its mmap threshold), ``anonymous`` (other anonymous memory: large blocks, other threads'
+    malloc arenas), ``file`` (libraries, model.safetensors) and ``shared`` (shared memory). From
+    smaps_rollup and the [heap] entry of smaps, which comes early, so sampling stays cheap."""
+    out: dict[str, float] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            if key in ("Pss_Anon", "Pss_File", "Pss_Shmem"):
+                out[{"Pss_Anon": "anonymous", "Pss_File": "file", "Pss_Shmem": "shared"}[key]] = (
+                    int(rest.split()[0]) / 1024
+                )
+    heap, inside = 0.0, False
+    with open(f"/proc/{pid}/smaps") as fh:
+        for line in fh:
+            if line.rstrip().endswith("[heap]"):
+                inside = True
+            elif inside and line.startswith("Pss:"):
+                heap = int(line.split()[1]) / 1024
+                break
+    out["heap"] = heap
+    out["anonymous"] = out.get("anonymous", 0.0) - heap  # the heap is anonymous too
+    return out
+
+
+def run_cli(args: list[str]) -> tuple[float, float, float, dict[str, float], dict[str, dict[str, float]]]:
     """Wall seconds, peak RSS and peak PSS (MB) of the process tree of one ``edgefm train`` run,
-    and the peak PSS by the role of each process.
+    the peak PSS by the role of each process, and by role and kind of memory (``kinds_of``).
 
     RSS counts every page a process maps, so pages that several processes share (the frozen
     backbone memory-mapped from its safetensors file, shared libraries) are counted once per
@@ -59,6 +85,7 @@ def run_cli(args: list[str]) -> tuple[float, float, float, dict[str, float]]:
     )
     peak, peak_pss, stop = [0.0], [0.0], threading.Event()
     parts: dict[str, float] = {}
+    kinds: dict[str, dict[str, float]] = {}
 
     def sample() -> None:
         root = psutil.Process(proc.pid)
@@ -75,19 +102,26 @@ def run_cli(args: list[str]) -> tuple[float, float, float, dict[str, float]]:
                 ]
                 rss = pss = 0
                 by_role: dict[str, float] = {}
+                by_kind: dict[str, dict[str, float]] = {}
                 for p in procs:
                     try:
                         full = p.memory_full_info()  # reads smaps: rss and pss from one snapshot
+                        mem = kinds_of(p.pid)
                         who = role(p)
                     except (psutil.NoSuchProcess, psutil.AccessDenied):
                         continue
                     rss, pss = rss + full.rss, pss + full.pss
                     by_role[who] = by_role.get(who, 0.0) + full.pss / 2**20
+                    mine = by_kind.setdefault(who, {})
+                    for k, v in mem.items():
+                        mine[k] = mine.get(k, 0.0) + v
                 peak[0] = max(peak[0], rss / 2**20)
                 if pss / 2**20 > peak_pss[0]:
                     peak_pss[0] = pss / 2**20
                     parts.clear()
                     parts.update(by_role)
+                    kinds.clear()
+                    kinds.update(by_kind)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
             time.sleep(0.5)
@@ -99,7 +133,7 @@ def run_cli(args: list[str]) -> tuple[float, float, float, dict[str, float]]:
     t.join()
     if code != 0:
         raise SystemExit(f"edgefm train {' '.join(args)} failed with exit code {code}")
-    return time.perf_counter() - start, peak[0], peak_pss[0], parts
+    return time.perf_counter() - start, peak[0], peak_pss[0], parts, kinds
 
 
 FLOOR = """
@@ -128,6 +162,20 @@ def floor(args: list[str]) -> float:
     return float(out.stdout.split()[-1])
 
 
+def heap_text(kinds: dict[str, dict[str, dict[str, float]]], actors: int) -> str:
+    """What the by-kind table says about the actors' heaps (the defaults' runs)."""
+    solo = kinds["inprocess"].get("edgefm (launcher / in-process engine)", {}).get("heap", 0.0)
+    each = kinds["flower"].get("client actors", {}).get("heap", 0.0) / actors
+    return (
+        f"With the defaults each of the {actors} client actors peaks at {each:.0f} MB of brk heap, "
+        f"{each / solo:.2f}x the in-process engine's whole heap ({solo:.0f} MB): every process that trains "
+        "reaches the same high-water mark, because training's blocks come from the heap and a heap is "
+        "not given back while a block above the freed ones is still in use. Sharing the weights cannot "
+        "remove that; fewer training processes, or a heap that hands memory back "
+        "(mmap_threshold_kb, below), can."
+    )
+
+
 def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
@@ -152,7 +200,7 @@ def main() -> None:
         agree_date = saved.get("agreement_date", saved["machine"]["date"])
     for engine in () if args.skip_agreement else ("inprocess", "flower"):
         d = out / f"demo-{engine}"
-        secs, peak, _, _ = run_cli(["configs/demo.yaml", "--out", str(d), "--set", f"engine={engine}"])
+        secs, peak, *_ = run_cli(["configs/demo.yaml", "--out", str(d), "--set", f"engine={engine}"])
         s = summary(d)
         agree[engine] = {
             "engine": engine,
@@ -165,14 +213,15 @@ def main() -> None:
     gap = 100 * abs(agree["flower"]["final_accuracy"] - agree["inprocess"]["final_accuracy"])
     # 2. overhead: 8 clients x 3 rounds
     common = ["configs/demo.yaml", "--set", "clients=8", "--set", "rounds=3", "--set", "data.max_train=1600"]
-    breakdown = {}
+    breakdown, memory_kinds = {}, {}
     also = [x for x in args.also.split(",") if x]
     for extra in ([], also) if also else ([],):
         for engine in ("inprocess", "flower"):
             d = out / f"small-{engine}{'-also' if extra else ''}"
             sets = [a for x in extra for a in ("--set", x)]
-            secs, peak, pss, parts = run_cli([*common, *sets, "--out", str(d), "--set", f"engine={engine}"])
+            secs, peak, pss, parts, kinds = run_cli([*common, *sets, "--out", str(d), "--set", f"engine={engine}"])
             breakdown[f"{engine}, {args.also}" if extra else engine] = parts
+            memory_kinds[f"{engine}, {args.also}" if extra else engine] = kinds
             s = summary(d)
             rows.append(
                 {
@@ -216,6 +265,7 @@ def main() -> None:
         "time_ratio": ratio,
         "pss_ratio": pss_ratio,
         "pss_breakdown_mb": breakdown,
+        "pss_by_kind_mb": memory_kinds,
         "process_floor_mb": process_floor,
         "floor_ratio": floor_ratio,
         "floor_mb": floor_mb,
@@ -260,6 +310,24 @@ def main() -> None:
                 for k in sorted({k for b in breakdown.values() for k in b})
             ]
         ),
+        "",
+        "The same peaks by kind of memory (MB of PSS; heap: the brk heap, where glibc serves blocks below its "
+        "mmap threshold; anonymous: other anonymous memory, including large blocks and other threads' malloc "
+        "arenas; file: libraries and model.safetensors; shared: shared memory):",
+        "",
+        *table(
+            [
+                {
+                    "engine": e,
+                    "role": r,
+                    **{k: round(memory_kinds[e][r].get(k, 0.0)) for k in ("heap", "anonymous", "file", "shared")},
+                }
+                for e in memory_kinds
+                for r in sorted(memory_kinds[e])
+            ]
+        ),
+        "",
+        heap_text(memory_kinds, python_processes - 1),
         "",
         f"The floor of this layout. One Python process that imports edgefm's Flower apps (torch, transformers, "
         f"datasets, flwr) and builds this scenario, before training anything, holds {process_floor:.0f} MB of "
