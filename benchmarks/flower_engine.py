@@ -40,19 +40,21 @@ def role(proc: psutil.Process) -> str:
     return "edgefm (launcher / in-process engine)"
 
 
-def kinds_of(pid: int) -> dict[str, float]:
-    """MB of PSS a process holds by kind: ``heap`` (the brk heap, where glibc serves blocks below
-    its mmap threshold), ``anonymous`` (other anonymous memory: large blocks, other threads'
-    malloc arenas), ``file`` (libraries, model.safetensors) and ``shared`` (shared memory). From
-    smaps_rollup and the [heap] entry of smaps, which comes early, so sampling stays cheap."""
-    out: dict[str, float] = {}
+ROLLUP = {"Rss": "rss", "Pss": "pss", "Pss_Anon": "anonymous", "Pss_File": "file", "Pss_Shmem": "shared"}
+KINDS = ("heap", "anonymous", "file", "shared")
+
+
+def memory_of(pid: int) -> dict[str, float]:
+    """MB a process holds, from one read of smaps_rollup (``rss``, ``pss``) and the [heap] entry of
+    smaps, which comes early, so sampling stays cheap; its PSS by kind (``KINDS``): the brk heap,
+    where glibc serves blocks below its mmap threshold; other anonymous memory (large blocks, other
+    threads' malloc arenas); files (libraries, model.safetensors); shared memory."""
+    out = dict.fromkeys(ROLLUP.values(), 0.0)
     with open(f"/proc/{pid}/smaps_rollup") as fh:
         for line in fh:
             key, _, rest = line.partition(":")
-            if key in ("Pss_Anon", "Pss_File", "Pss_Shmem"):
-                out[{"Pss_Anon": "anonymous", "Pss_File": "file", "Pss_Shmem": "shared"}[key]] = (
-                    int(rest.split()[0]) / 1024
-                )
+            if key in ROLLUP:
+                out[ROLLUP[key]] = int(rest.split()[0]) / 1024
     heap, inside = 0.0, False
     with open(f"/proc/{pid}/smaps") as fh:
         for line in fh:
@@ -62,13 +64,13 @@ def kinds_of(pid: int) -> dict[str, float]:
                 heap = int(line.split()[1]) / 1024
                 break
     out["heap"] = heap
-    out["anonymous"] = out.get("anonymous", 0.0) - heap  # the heap is anonymous too
+    out["anonymous"] -= heap  # the heap is anonymous too
     return out
 
 
 def run_cli(args: list[str]) -> tuple[float, float, float, dict[str, float], dict[str, dict[str, float]]]:
     """Wall seconds, peak RSS and peak PSS (MB) of the process tree of one ``edgefm train`` run,
-    the peak PSS by the role of each process, and by role and kind of memory (``kinds_of``).
+    the peak PSS by the role of each process, and by role and kind of memory (``memory_of``).
 
     RSS counts every page a process maps, so pages that several processes share (the frozen
     backbone memory-mapped from its safetensors file, shared libraries) are counted once per
@@ -105,19 +107,18 @@ def run_cli(args: list[str]) -> tuple[float, float, float, dict[str, float], dic
                 by_kind: dict[str, dict[str, float]] = {}
                 for p in procs:
                     try:
-                        full = p.memory_full_info()  # reads smaps: rss and pss from one snapshot
-                        mem = kinds_of(p.pid)
+                        mem = memory_of(p.pid)  # rss and pss from one snapshot
                         who = role(p)
-                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):  # it ended meanwhile
                         continue
-                    rss, pss = rss + full.rss, pss + full.pss
-                    by_role[who] = by_role.get(who, 0.0) + full.pss / 2**20
+                    rss, pss = rss + mem["rss"], pss + mem["pss"]
+                    by_role[who] = by_role.get(who, 0.0) + mem["pss"]
                     mine = by_kind.setdefault(who, {})
-                    for k, v in mem.items():
-                        mine[k] = mine.get(k, 0.0) + v
-                peak[0] = max(peak[0], rss / 2**20)
-                if pss / 2**20 > peak_pss[0]:
-                    peak_pss[0] = pss / 2**20
+                    for k in KINDS:
+                        mine[k] = mine.get(k, 0.0) + mem[k]
+                peak[0] = max(peak[0], rss)
+                if pss > peak_pss[0]:
+                    peak_pss[0] = pss
                     parts.clear()
                     parts.update(by_role)
                     kinds.clear()
@@ -320,7 +321,7 @@ def main() -> None:
                 {
                     "engine": e,
                     "role": r,
-                    **{k: round(memory_kinds[e][r].get(k, 0.0)) for k in ("heap", "anonymous", "file", "shared")},
+                    **{k: round(memory_kinds[e][r].get(k, 0.0)) for k in KINDS},
                 }
                 for e in memory_kinds
                 for r in sorted(memory_kinds[e])

@@ -50,7 +50,8 @@ class ClientData:
     train: Encoded
     test: Encoded  # local test split, same label mix as train
     raw_bytes: int = 0  # size of the raw training data (what pooling it would ship: data/sources.raw_bytes)
-    # rows of the run's training pool that ``train`` and ``test`` hold, in their order
+    # rows of the run's training pool that ``train`` and ``test`` hold, in their order (one
+    # example per row; a language model packs its rows' documents into several blocks each)
     train_index: np.ndarray | None = None
     test_index: np.ndarray | None = None
 

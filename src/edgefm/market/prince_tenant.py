@@ -19,14 +19,15 @@ def rounds(inst: Instance, m: int, members: np.ndarray, q: np.ndarray) -> float:
     if not len(members):
         return math.inf
     p = inst.share[members, m]
-    if p.sum() <= 0 or p.sum() < inst.min_share[m] * (1 - 1e-12):  # below the coverage floor
+    held = float(p.sum())
+    if held <= 0 or held < inst.min_share[m] * (1 - 1e-12):  # below the coverage floor
         return math.inf
     # the statistical error of training on a share c of the tenant's data, rho / sqrt(c) of the
     # target gap, leaves the rest for optimisation (0 left: the target is out of reach)
-    left = 1.0 - inst.coverage_error[m] / math.sqrt(min(float(p.sum()), 1.0))
+    left = 1.0 - inst.coverage_error[m] / math.sqrt(min(held, 1.0))
     if left <= 0:
         return math.inf
-    p = p / p.sum()
+    p = p / held
     var = np.sum(p**2 * inst.g2[members, m] / np.maximum(q, inst.q_min))
     return float((inst.alpha[m] * var + inst.beta[m]) / (inst.eps[m] * left))
 
