@@ -189,6 +189,12 @@ def main() -> None:
         default="mmap_threshold_kb=128",
         help="overrides (comma-separated) part 2 also runs both engines with, side by side ('' for none)",
     )
+    ap.add_argument(
+        "--layout",
+        default="flower.parallel=1,flower.client_cpus=2",
+        help="overrides (comma-separated) part 2 also runs Flower alone with, against the in-process defaults "
+        "(default: one client actor with both cores' threads, as the in-process engine trains; '' for none)",
+    )
     args = ap.parse_args()
     out = ROOT / "runs" / "bench-flower"
     subprocess.run(["rm", "-rf", str(out)], check=True)
@@ -237,6 +243,27 @@ def main() -> None:
                     "bytes_up": s["bytes_up"],
                 }
             )
+    layout = [x for x in args.layout.split(",") if x]
+    if layout:  # Flower only: a layout the in-process engine has no counterpart of
+        d = out / "small-flower-layout"
+        sets = [a for x in layout for a in ("--set", x)]
+        secs, peak, pss, parts, kinds = run_cli([*common, *sets, "--out", str(d), "--set", "engine=flower"])
+        breakdown[f"flower, {args.layout}"] = parts
+        memory_kinds[f"flower, {args.layout}"] = kinds
+        s = summary(d)
+        rows.append(
+            {
+                "engine": "flower",
+                "settings": args.layout,
+                "clients": 8,
+                "rounds": 3,
+                "wall_s": secs,
+                "peak_rss_mb": peak,
+                "peak_pss_mb": pss,
+                "final_accuracy": s["final_accuracy"],
+                "bytes_up": s["bytes_up"],
+            }
+        )
     process_floor = floor(common)
     builders = ("ServerApp (flwr-simulation)", "client actors")  # the processes that build the scenario
     python_processes = 1 + (os.cpu_count() or 1)  # the ServerApp and one actor per core
@@ -245,8 +272,17 @@ def main() -> None:
     floor_ratio = floor_mb / rows[0]["peak_pss_mb"]
     ratio = rows[1]["wall_s"] / rows[0]["wall_s"]
     pss_ratio = rows[1]["peak_pss_mb"] / rows[0]["peak_pss_mb"]
-    also_text = ""
-    if len(rows) == 4:  # the same two runs with --also: against the in-process engine with and without it
+    also_text = layout_text = ""
+    if layout:
+        lay = rows[-1]
+        layout_text = (
+            f"With {args.layout} (Flower only: one client actor training with both cores' threads, as the "
+            f"in-process engine does): peak PSS {lay['peak_pss_mb']:.0f} MB, "
+            f"{lay['peak_pss_mb'] / rows[0]['peak_pss_mb']:.2f}x the in-process engine's, wall time "
+            f"{lay['wall_s'] / rows[0]['wall_s']:.2f}x; accuracy {lay['final_accuracy']:.4f} against "
+            f"{rows[0]['final_accuracy']:.4f}, bytes {'identical' if lay['bytes_up'] == rows[0]['bytes_up'] else 'DIFFER'}."
+        )
+    if also:  # the same two runs with --also: against the in-process engine with and without it
         base, inp, flo = rows[0], rows[2], rows[3]
         also_text = (
             f"With {args.also} (both engines, same run): Flower's peak PSS {flo['peak_pss_mb']:.0f} MB, "
@@ -272,6 +308,7 @@ def main() -> None:
         "floor_mb": floor_mb,
         "agreement_date": agree_date,
         "also": also_text,
+        "layout": layout_text,
     }
     (RESULTS / "flower_engine.json").write_text(json.dumps(payload, indent=2))
 
@@ -303,7 +340,9 @@ def main() -> None:
         "as a copy-on-write memory map of model.safetensors, never written (tests/test_models.py checks the "
         "weights lie in that mapping), so the actors share its pages. Flower runs as Flower 1.41 documents a "
         "simulation: `flwr run` against a SuperLink started with `--simulation` (edgefm starts it), so the "
-        "ServerApp is a process of its own beside edgefm's launcher. Peak PSS by process role (MB):",
+        "ServerApp is a process of its own beside edgefm's launcher. The launcher holds no scenario and never "
+        "imports torch while the run goes (`fl/outline.py`: a child process builds and checks the scenario, "
+        "then ends); it follows the run folder. Peak PSS by process role (MB):",
         "",
         *table(
             [
@@ -342,6 +381,8 @@ def main() -> None:
         "ones (actors that import neither datasets nor the tokenizer stack), not only actors that share weights.",
         "",
         also_text,
+        "",
+        layout_text,
         "",
     ]
     (RESULTS / "flower_engine.md").write_text("\n".join(lines))

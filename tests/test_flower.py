@@ -384,6 +384,55 @@ def test_train_engine_flower_from_the_cli_writes_the_run_folder_like_inprocess(t
     )
 
 
+LIGHT_LAUNCHER = """
+import json, sys
+from edgefm import api
+from edgefm.fl.events import Callbacks
+
+class Probe(Callbacks):
+    seen = []
+    def on_run_start(self, rounds, start):
+        self.seen.append("torch" in sys.modules)
+    def on_round_end(self, summary):
+        self.seen.append("torch" in sys.modules)
+
+prepared = api.prepare(None, sys.argv[2:], out=sys.argv[1])
+before, probe = "torch" in sys.modules, Probe()
+api.execute(prepared, probe)
+print(json.dumps({"prepared": before, "during": probe.seen, "outline": prepared.outline.clients}))
+"""
+
+
+@pytest.mark.slow
+def test_the_launcher_of_a_flower_run_holds_no_model_and_fails_bad_input_in_one_line(tmp_path):
+    """``engine=flower``: the scenario is built and checked in a child process, so the launcher
+    (which only follows the run folder) never imports torch while the ServerApp and the actors
+    train; the run folder still gets its tokenizer (saved by the server) and a summary with the
+    outline's figures; and a config the child cannot build is the same one-line error, with
+    nothing written."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    sets = [*[x for x in TINY if not x.startswith(("rounds=", "clients="))], "rounds=2", "clients=2", "engine=flower"]
+    got = subprocess.run(
+        [sys.executable, "-c", LIGHT_LAUNCHER, str(run), *sets], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert got.returncode == 0, got.stderr[-2000:]
+    seen = json.loads(got.stdout.strip().splitlines()[-1])
+    assert seen == {"prepared": False, "during": [False, False, False], "outline": 2}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["parameters_total"] > summary["parameters_trainable"] > 0 and len(summary["devices"]) == 2
+    assert sum(map(sum, summary["label_mix"]["clients"])) > 0 and (run / "tokenizer" / "tokenizer_config.json").is_file()
+    from edgefm import api
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nfine,0\n")
+    with pytest.raises(EdgefmError, match=r"^data.path .*bad.csv: no column 'lab'; expected one of text, label$"):
+        api.prepare(None, [*sets, "data.name=csv", f"data.path={bad}", "data.label_column=lab"], out=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
 def test_the_server_waits_for_the_launchers_verdict_and_stops_when_it_is_gone(tmp_path):
     import subprocess
     import sys

@@ -77,13 +77,23 @@ def open_run(run_dir: str | Path) -> Run:
 
 @dataclass
 class Prepared:
-    """A run ready to train: its config, folder and built scenario (nothing written yet)."""
+    """A run ready to train (nothing written yet): its config, folder, outline (``fl.outline``)
+    and built scenario; none for ``engine=flower``, whose ServerApp and client actors build
+    their own (the scenario was built and checked in a child process, which has ended)."""
 
     cfg: RunConfig
     dir: Path
-    scenario: Any
+    outline: Any
+    scenario: Any = None
     resume: bool = False
     extended: bool = False
+
+    @classmethod
+    def of(cls, cfg: RunConfig, run_dir: Path, scenario, resume: bool = False, extended: bool = False) -> Prepared:
+        """A run whose scenario is built here (the in-process engine; tenants)."""
+        from edgefm.fl.outline import outline
+
+        return cls(cfg, run_dir, outline(scenario), scenario, resume, extended)
 
 
 def _config(source: str | Path | RunConfig | dict | None, overrides: list[str]) -> RunConfig:
@@ -101,15 +111,15 @@ def prepare(
     resume: str | Path | None = None,
     name: str | None = None,
 ) -> Prepared:
-    """Check everything that can fail and build the scenario. ``source``: a YAML path, a
-    RunConfig, a dict, or None (the defaults). ``resume``: a run folder to finish (``overrides``
-    may then only raise ``rounds``, which extends it). Without ``out`` the run goes to
-    ``runs/<name>-<algorithm>-seed<seed>-<time>`` (name: the config file's stem, else run)."""
+    """Check everything that can fail and build the scenario (``engine=flower``: in a child
+    process, see ``fl/outline.py``). ``source``: a YAML path, a RunConfig, a dict, or None (the
+    defaults). ``resume``: a run folder to finish (``overrides`` may then only raise ``rounds``,
+    which extends it). Without ``out`` the run goes to ``runs/<name>-<algorithm>-seed<seed>-<time>``
+    (name: the config file's stem, else run)."""
     overrides = list(overrides)
     if resume is None:
         cfg = _config(source, overrides)  # a bad config fails before torch is even imported
     from edgefm.fl import checkpoint
-    from edgefm.fl.scenario import build
 
     if resume is not None:
         run_dir = Path(resume)
@@ -126,7 +136,14 @@ def prepare(
             raise EdgefmError(
                 f"--out {str(run_dir)!r} already holds a run; expected a new folder (or use --resume {run_dir})"
             )
-    return Prepared(cfg, run_dir, build(cfg), resume is not None, bool(overrides) and resume is not None)
+    resumed, extended = resume is not None, bool(overrides) and resume is not None
+    if cfg.engine == "flower":
+        from edgefm.fl.outline import preflight
+
+        return Prepared(cfg, run_dir, preflight(cfg), None, resumed, extended)
+    from edgefm.fl.scenario import build
+
+    return Prepared.of(cfg, run_dir, build(cfg), resumed, extended)
 
 
 def _extended(run_dir: Path, cfg: RunConfig, overrides: list[str]) -> RunConfig:
@@ -138,7 +155,7 @@ def _extended(run_dir: Path, cfg: RunConfig, overrides: list[str]) -> RunConfig:
             f"--set {keys[0]} with --resume: only rounds=N (to extend the run); a resumed run keeps the rest of its saved config"
         )
     new = config.loads(config.dump(cfg), overrides)
-    done = checkpoint.load(run_dir).round
+    done = checkpoint.meta(run_dir).round
     if new.rounds < done:
         raise EdgefmError(f"rounds: {new.rounds}; the run has already finished {done} rounds; expected at least {done}")
     return new
@@ -148,14 +165,13 @@ def execute(prepared: Prepared, callbacks=None) -> Run:
     """Train a prepared run into its folder and write its summary and report. ``callbacks``
     (``fl.simulation.Callbacks``) see every round, and their ``should_stop`` may end it early."""
     from edgefm.fl import tracking
-    from edgefm.fl.simulation import Engine
-    from edgefm.report.html import finish_run
 
     p, cfg, run_dir = prepared, prepared.cfg, prepared.dir
     run_dir.mkdir(parents=True, exist_ok=True)
     if not p.resume:
         (run_dir / "config.yaml").write_text(config.dump(cfg))
-        p.scenario.workbench.tokenizer.save_pretrained(str(run_dir / "tokenizer"))  # to use the models outside edgefm
+        if p.scenario is not None:  # to use the models outside edgefm (a Flower run's ServerApp saves it)
+            p.scenario.workbench.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
         for stale in ("metrics.jsonl", "clients.jsonl", "evals.jsonl", "tracking.json"):
             (run_dir / stale).unlink(missing_ok=True)
     elif p.extended:
@@ -167,17 +183,21 @@ def execute(prepared: Prepared, callbacks=None) -> Run:
             from edgefm.fl.flower_sim import run_simulation
         except ImportError:
             raise EdgefmError("engine=flower needs Flower: pip install -c constraints.txt -e '.[flower]'") from None
-        run_simulation(cfg, run_dir, callbacks, resume=p.resume, clients=len(p.scenario.clients))
+        run_simulation(cfg, run_dir, callbacks, resume=p.resume, outline=p.outline)
     else:
+        from edgefm.fl.simulation import Engine
+
         Engine(p.scenario, callbacks).run(run_dir, resume=p.resume)
-    finish_run(run_dir, p.scenario)
+    from edgefm.report.html import finish_run
+
+    finish_run(run_dir, p.outline)
     if tracker is not None:
         tracker.close()
     return Run(run_dir)
 
 
 def parameter_counts(prepared: Prepared) -> dict[str, int]:
-    return prepared.scenario.parameter_counts()
+    return dict(prepared.outline.parameters)
 
 
 def train(

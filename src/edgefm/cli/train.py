@@ -68,8 +68,8 @@ def _execute(prepared, stop: Callable[[dict], bool] | None = None):
 
     cfg, run_dir, counts = prepared.cfg, prepared.dir, api.parameter_counts(prepared)
     console.print(
-        f"[bold]{cfg.algorithm.name}[/] on {prepared.scenario.bundle.name} with {cfg.model.name} "
-        f"({counts['trainable']:,} of {counts['total']:,} parameters trainable), {len(prepared.scenario.clients)} "
+        f"[bold]{cfg.algorithm.name}[/] on {prepared.outline.dataset} with {cfg.model.name} "
+        f"({counts['trainable']:,} of {counts['total']:,} parameters trainable), {prepared.outline.clients} "
         f"client(s), {cfg.rounds} rounds, seed {cfg.seed} -> {run_dir}",
         highlight=False,
     )
@@ -183,7 +183,7 @@ def _run_tenants(path: Path, sets: list[str], out: Path | None) -> None:
     results = []
     for k, (t, sc) in enumerate(zip(chosen, scenarios, strict=True)):
         console.print(f"[bold]tenant {t.name}[/]: devices {t.devices}", highlight=False)
-        run = read_run(_execute(api.Prepared(t.cfg, out / t.name, sc), stop=tenants.finished(t)).dir)
+        run = read_run(_execute(api.Prepared.of(t.cfg, out / t.name, sc), stop=tenants.finished(t)).dir)
         last[k] = len(run["rounds"])
         results.append(tenants.outcome(t, run["rounds"], headline(run)[0]))
     (out / "tenants.json").write_text(json.dumps({"seed": seed, "tenants": results}, indent=2))

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from edgefm.fl.ledger import nbytes as nbytes  # defined with the ledger; imported from here too
+
 Tensors = dict[str, torch.Tensor]
 
 
@@ -145,8 +147,3 @@ def krum(updates: Sequence[Tensors], byzantine: int) -> tuple[Tensors, int]:
     scores = torch.stack([dist[i][torch.arange(n) != i].sort().values[:m].sum() for i in range(n)])
     best = int(scores.argmin())
     return {k: v.clone() for k, v in updates[best].items()}, best
-
-
-def nbytes(tensors: Tensors) -> int:
-    """Exact payload size: element count times element size, summed."""
-    return int(sum(t.numel() * t.element_size() for t in tensors.values()))

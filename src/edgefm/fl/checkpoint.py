@@ -18,18 +18,19 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from edgefm import EdgefmError, config
+
+if TYPE_CHECKING:  # torch is imported where tensors are saved or loaded: a launcher reads metadata only
+    import torch
 
 FILENAME = "checkpoint.safetensors"
 LEGACY = "checkpoint.pt"
 FORMAT = 1
-Tensors = dict[str, torch.Tensor]
+Tensors = dict[str, "torch.Tensor"]
 
 
 @dataclass
@@ -53,6 +54,8 @@ def jsonable(value: Any) -> Any:
 
 
 def save(run_dir: Path, ckpt: Checkpoint) -> None:
+    from safetensors.torch import save_file
+
     tensors = {f"state::{k}": v for k, v in ckpt.state.items()}
     for cid, private in ckpt.private.items():
         tensors.update({f"private::{int(cid)}::{k}": v for k, v in private.items()})
@@ -70,8 +73,7 @@ def save(run_dir: Path, ckpt: Checkpoint) -> None:
     os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
 
 
-def load(run_dir: Path, flag: str = "--resume") -> Checkpoint:
-    """The last saved round of a run folder; ``flag`` names the option that gave the folder."""
+def _path(run_dir: Path, flag: str) -> Path:
     path = Path(run_dir) / FILENAME
     if not path.is_file():
         if (Path(run_dir) / LEGACY).is_file():
@@ -82,22 +84,80 @@ def load(run_dir: Path, flag: str = "--resume") -> Checkpoint:
         raise EdgefmError(
             f"{_named(flag, run_dir)}: no {FILENAME} in it; expected a run folder written by edgefm train"
         )
+    return path
+
+
+def _invalid(flag: str, run_dir: Path, exc: Exception) -> EdgefmError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return EdgefmError(f"{_named(flag, run_dir)}: {FILENAME} is not a valid edgefm checkpoint ({reason})")
+
+
+def _meta(f) -> dict[str, Any]:
+    meta = json.loads((f.metadata() or {})["edgefm"])
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
+    return meta
+
+
+def meta(run_dir: Path, flag: str = "--resume") -> Checkpoint:
+    """The last saved round of a run folder without its tensors (``state`` and ``private`` hold
+    no tensors; ``private`` names the clients that keep private state): what a launcher needs,
+    read without importing torch."""
+    path = _path(run_dir, flag)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            m = _meta(f)
+        private = {int(c): {} for c in m["clients_with_private"]}
+        return Checkpoint(int(m["round"]), {}, m["ledger"], private, list(m["private_on_nodes"]))
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
+        raise _invalid(flag, run_dir, exc) from None
+
+
+def load(run_dir: Path, flag: str = "--resume") -> Checkpoint:
+    """The last saved round of a run folder; ``flag`` names the option that gave the folder."""
+    path = _path(run_dir, flag)
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["edgefm"])
+            m = _meta(f)
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
         state = {k[len("state::") :]: v for k, v in tensors.items() if k.startswith("state::")}
-        private: dict[int, Tensors] = {int(c): {} for c in meta["clients_with_private"]}
+        private: dict[int, Tensors] = {int(c): {} for c in m["clients_with_private"]}
         for key, v in tensors.items():
             if key.startswith("private::"):
                 _, cid, name = key.split("::", 2)
                 private[int(cid)][name] = v
-        return Checkpoint(int(meta["round"]), state, meta["ledger"], private, list(meta["private_on_nodes"]))
+        return Checkpoint(int(m["round"]), state, m["ledger"], private, list(m["private_on_nodes"]))
     except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise EdgefmError(f"{_named(flag, run_dir)}: {FILENAME} is not a valid edgefm checkpoint ({reason})") from None
+        raise _invalid(flag, run_dir, exc) from None
+
+
+def check_resumable(saved: Checkpoint) -> None:
+    """A checkpoint Flower can resume: none whose clients keep private state, which lives in
+    the in-process engine's checkpoint or on the nodes of a run that is gone."""
+    if saved.private or saved.private_on_nodes:
+        where = "the in-process engine" if saved.private else "Flower nodes of the interrupted run, now gone"
+        raise EdgefmError(
+            f"this checkpoint's clients keep private state ({where}); resume it with engine=inprocess "
+            "if it was trained in-process, else it cannot be resumed"
+        )
+
+
+def rewrite_files(run_dir: Path, ledger: dict[str, Any]) -> None:
+    """A resumed run's ``metrics.jsonl``, ``clients.jsonl`` and ``evals.jsonl`` as the checkpoint's
+    ledger (its saved state) has them: rounds after the checkpoint (a crash mid-round) are
+    dropped, then re-run."""
+    rounds, clients = ledger["rounds"], ledger["clients"]
+    with open(Path(run_dir) / "metrics.jsonl", "w") as fh:
+        for summary in rounds:
+            fh.write(json.dumps(jsonable(summary)) + "\n")
+    with open(Path(run_dir) / "clients.jsonl", "w") as fh:
+        for row in clients:
+            fh.write(json.dumps(jsonable(row)) + "\n")
+    evals = Path(run_dir) / "evals.jsonl"
+    if evals.is_file():  # evaluations of rounds the checkpoint does not hold are redone
+        last = rounds[-1]["round"] if rounds else 0
+        kept = [line for line in evals.read_text().splitlines() if line and json.loads(line)["round"] <= last]
+        evals.write_text("".join(line + "\n" for line in kept))
 
 
 def run_config(run_dir: Path, flag: str = "") -> config.RunConfig:

@@ -43,17 +43,22 @@ from flwr.serverapp import Grid, ServerApp
 
 from edgefm import EdgefmError, config
 from edgefm.fl import checkpoint
+from edgefm.fl.events import Callbacks
+from edgefm.fl.flower_sim import (  # the names edgefm's launcher and these apps share
+    CONFIG_KEY,
+    ERROR,
+    LAUNCHED_KEY,
+    RESUME_KEY,
+    RUN_DIR_KEY,
+    SET_KEY,
+    TRANSPORT_KEY,
+    VERDICT,
+)
 from edgefm.fl.scenario import build
-from edgefm.fl.simulation import Callbacks, Engine, Reply
+from edgefm.fl.simulation import Engine, Reply
 from edgefm.fl.strategy import ClientEval, ClientTask, ClientUpdate, Tensors
 
 log = logging.getLogger("edgefm.fl")
-CONFIG_KEY = "edgefm-config"  # run_config / message key holding the resolved YAML config
-RUN_DIR_KEY = "edgefm-run-dir"
-SET_KEY = "edgefm-set"  # space-separated dotted overrides, as --set takes them
-# set by edgefm's own launcher (engine=flower, fl/flower_sim.py), not by hand
-LAUNCHED_KEY, RESUME_KEY, TRANSPORT_KEY = "edgefm-launched", "edgefm-resume", "edgefm-transport"
-VERDICT, ERROR = ".flower-verdict.json", ".flower-error"  # files in the run folder the two sides share
 
 
 BF16 = "bf16:"  # numpy has no bfloat16: such tensors travel as float32 (exact both ways) under this prefix
@@ -375,18 +380,7 @@ class FlowerTransport:
         return {"private": {}, "private_on_nodes": sorted(self.private_on_nodes)}  # private state stays on nodes
 
     def restore(self, saved: checkpoint.Checkpoint) -> None:
-        check_resumable(saved)
-
-
-def check_resumable(saved: checkpoint.Checkpoint) -> None:
-    """A checkpoint Flower can resume: none whose clients keep private state, which lives in
-    the in-process engine's checkpoint or on the nodes of a run that is gone."""
-    if saved.private or saved.private_on_nodes:
-        where = "the in-process engine" if saved.private else "Flower nodes of the interrupted run, now gone"
-        raise EdgefmError(
-            f"this checkpoint's clients keep private state ({where}); resume it with engine=inprocess "
-            "if it was trained in-process, else it cannot be resumed"
-        )
+        checkpoint.check_resumable(saved)
 
 
 class Verdicts(Callbacks):
@@ -440,8 +434,8 @@ def _deployed_main(grid: Grid, context: Context) -> None:
     """``flwr run``: the config comes as a YAML file path (or YAML text) in the run config, with
     optional ``edgefm-set`` overrides. Launched by edgefm (``engine=flower``, ``edgefm-launched``)
     the run folder already holds its config and tokenizer, the launcher's callbacks decide
-    whether to go on after each round, ``edgefm-resume`` resumes it, and the launcher writes
-    the summary and report; a failure leaves its one-line reason in ``run_dir/ERROR``."""
+    whether to go on after each round, ``edgefm-resume`` resumes it, the server saves the
+    tokenizer (the launcher built no scenario) and the launcher writes the summary and report; a failure leaves its one-line reason in ``run_dir/ERROR``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     rc = context.run_config
@@ -466,19 +460,22 @@ def _deployed_main(grid: Grid, context: Context) -> None:
                 )
             )
         sc = build(config.loads(text))
+        resuming = launched and bool(rc.get(RESUME_KEY))
         if run_dir is not None and not launched:  # the same folder as `edgefm train` writes
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(text)
+        if run_dir is not None and not resuming:  # the launcher holds no tokenizer (fl/outline.py)
             sc.workbench.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
         callbacks = Verdicts(run_dir, launcher) if launched else None
         transport = _transport(str(rc.get(TRANSPORT_KEY, "")) if launched else "")  # a seam for edgefm's tests
-        Engine(sc, callbacks, transport(grid, sc, text)).run(run_dir, resume=launched and bool(rc.get(RESUME_KEY)))
+        Engine(sc, callbacks, transport(grid, sc, text)).run(run_dir, resume=resuming)
     except Exception as exc:
         if launched:  # the launcher raises it as a one-line error
             reason = str(exc) if isinstance(exc, EdgefmError) else f"{type(exc).__name__}: {exc}"
             (run_dir / ERROR).write_text(reason.splitlines()[0] if reason else type(exc).__name__)
         raise
     if run_dir is not None and not launched:
+        from edgefm.fl.outline import outline
         from edgefm.report.html import finish_run
 
-        finish_run(run_dir, sc)
+        finish_run(run_dir, outline(sc))

@@ -17,8 +17,11 @@ other, submitted with ``flwr run APP CONNECTION`` to a SuperLink started with ``
   ``metrics.jsonl`` lines become ``on_client_end`` and ``on_round_end`` events, and after each
   round the caller's ``should_stop`` is written to a verdict file the server waits for
   (``flower.Verdicts``), so a stop lands after the same round as in-process;
-- the result (state, ledger, which clients keep private state on their nodes) is read back from
-  the checkpoint the server saved; a failure on the server comes back as its one-line reason.
+- the result (ledger, which clients keep private state on their nodes) is read back from the
+  metadata of the checkpoint the server saved; a failure on the server comes back as its
+  one-line reason;
+- the launcher holds no scenario and imports no torch (``fl/outline.py``): the ServerApp and
+  the client actors build their own, and only they need the model.
 
 Resources: each simulated node gets ``flower.client_cpus`` CPUs and, with CUDA present and
 ``device`` not ``cpu``, an equal share of the GPUs; ``flower.parallel`` nodes (default: as many
@@ -41,20 +44,17 @@ from typing import Any
 
 from edgefm import EdgefmError, config
 from edgefm.fl import checkpoint
-from edgefm.fl.flower import (
-    CONFIG_KEY,
-    ERROR,
-    LAUNCHED_KEY,
-    RESUME_KEY,
-    RUN_DIR_KEY,
-    TRANSPORT_KEY,
-    VERDICT,
-    check_resumable,
-)
+from edgefm.fl.events import Callbacks, sample_clients
 from edgefm.fl.ledger import Ledger
 from edgefm.fl.loopback import Loopback
-from edgefm.fl.simulation import Callbacks, rewrite_files, sample_clients
+from edgefm.fl.outline import Outline
 
+CONFIG_KEY = "edgefm-config"  # run_config / message key holding the resolved YAML config
+RUN_DIR_KEY = "edgefm-run-dir"
+SET_KEY = "edgefm-set"  # space-separated dotted overrides, as --set takes them
+# set by edgefm's own launcher (engine=flower, this module), not by hand
+LAUNCHED_KEY, RESUME_KEY, TRANSPORT_KEY = "edgefm-launched", "edgefm-resume", "edgefm-transport"
+VERDICT, ERROR = ".flower-verdict.json", ".flower-error"  # files in the run folder the two sides share
 POLL_S = 0.1
 GRACE_S = 30.0  # how long an interrupted run may take to end its round and shut Ray down
 
@@ -119,12 +119,10 @@ def verdict(run_dir: Path, value: dict[str, Any]) -> None:
     tmp.replace(run_dir / VERDICT)
 
 
-def federation_config(cfg: config.RunConfig, nodes: int) -> str:
-    """Flower's simulation settings for ``cfg``: nodes, CPUs and GPUs per node and in all."""
-    import torch
-
+def federation_config(cfg: config.RunConfig, nodes: int, gpus: int) -> str:
+    """Flower's simulation settings for ``cfg``: nodes, CPUs and GPUs per node and in all
+    (``gpus``: the CUDA devices the run may use)."""
     parallel = cfg.flower.parallel or max(1, (os.cpu_count() or 1) // cfg.flower.client_cpus)
-    gpus = torch.cuda.device_count() if cfg.device != "cpu" else 0
     share = min(1.0, gpus / parallel)
     return (
         f"num-supernodes={nodes} client-resources-num-cpus={cfg.flower.client_cpus} "
@@ -138,30 +136,32 @@ def run_simulation(
     run_dir: Path,
     callbacks: Callbacks | None = None,
     resume: bool = False,
-    clients: int | None = None,
+    outline: Outline | None = None,
     transport: str = "",
     timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` on Flower's simulation runtime into ``run_dir`` (see the module docstring).
-    ``clients``: how many take part (the scenario's; built from ``cfg`` when not given);
-    ``transport``: a ``FlowerTransport`` subclass as ``module:attribute`` (a test seam; the
+    ``outline``: the scenario's (``fl/outline.py``: how many clients take part, GPUs); when not
+    given the scenario is built here to find it; ``transport``: a ``FlowerTransport`` subclass as ``module:attribute`` (a test seam; the
     module must be importable by the server, e.g. on ``PYTHONPATH``)."""
     os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    if clients is None:
+    if outline is None:
+        from edgefm.fl.outline import outline as outline_of
         from edgefm.fl.scenario import build
 
-        clients = len(build(cfg).clients)
+        outline = outline_of(build(cfg))
+    clients = outline.clients
     (run_dir / "config.yaml").write_text(config.dump(cfg))  # what the server reads
     for name in (VERDICT, ERROR):
         (run_dir / name).unlink(missing_ok=True)
     start = 1
     if resume:  # trimmed to the checkpoint as the server will trim them, so the follower starts at their end
-        saved = checkpoint.load(run_dir)
-        check_resumable(saved)  # before anything starts
+        saved = checkpoint.meta(run_dir)
+        checkpoint.check_resumable(saved)  # before anything starts
         start = saved.round + 1
-        rewrite_files(run_dir, Ledger.from_state(saved.ledger))
+        checkpoint.rewrite_files(run_dir, saved.ledger)
     cb = callbacks or Callbacks()
     follower = Follower(run_dir, cfg, clients, cb, start)
     if resume:  # what is already in the folder was seen when it was written
@@ -177,7 +177,7 @@ def run_simulation(
     # relative paths in the config resolve where the caller runs, as in-process
     with home, _terminate_as_interrupt(), Loopback(Path(home.name), simulation=True, cwd=Path.cwd()) as lb:
         lb.start_superlink(wait_s=0.5)
-        proc = lb.submit(run_config, federation_config(cfg, clients), log)
+        proc = lb.submit(run_config, federation_config(cfg, clients, outline.gpus), log)
         deadline = time.monotonic() + timeout_s if timeout_s else None
         try:
             while proc.poll() is None:
@@ -237,7 +237,9 @@ def _size(path: Path) -> int:
 
 
 def _result(run_dir: Path, cfg: config.RunConfig, last: int) -> dict[str, Any]:
-    """What the server saved, once it reached round ``last``; else its one-line reason."""
+    """What the server saved, once it reached round ``last`` (its ledger, which clients keep
+    private state; the global state stays in the checkpoint: ``checkpoint.load``), else its
+    one-line reason. Read without torch, as Ray shuts down."""
     error = run_dir / ERROR
     if error.is_file():
         reason = error.read_text().strip()
@@ -246,13 +248,12 @@ def _result(run_dir: Path, cfg: config.RunConfig, last: int) -> dict[str, Any]:
     (run_dir / VERDICT).unlink(missing_ok=True)
     if not checkpoint.exists(run_dir):
         raise EdgefmError(f"the Flower run ended without finishing a round; see {run_dir / 'flower.log'}")
-    saved = checkpoint.load(run_dir)
+    saved = checkpoint.meta(run_dir)
     if saved.round != last:
         raise EdgefmError(
             f"the Flower run stopped after round {saved.round} of {cfg.rounds}; see {run_dir / 'flower.log'}"
         )
     return {
-        "state": saved.state,
         "ledger": Ledger.from_state(saved.ledger),
         "private": saved.private,
         "private_on_nodes": saved.private_on_nodes,

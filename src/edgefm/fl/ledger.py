@@ -7,11 +7,17 @@ executed (``models/flops.py``); seconds, joules and dollars come from the device
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from edgefm.edge.costs import update_cost
 from edgefm.edge.devices import DeviceProfile
-from edgefm.fl.aggregate import nbytes
+
+
+def nbytes(tensors: Mapping[str, Any]) -> int:
+    """Exact payload size of named tensors: element count times element size, summed (torch is
+    not imported here: a Flower run's launcher reads ledgers without it)."""
+    return int(sum(t.numel() * t.element_size() for t in tensors.values()))
 
 
 class Ledger:

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edgefm import EdgefmError
-from edgefm.data.sources import data_roots
+from edgefm.data.roots import data_roots
 
 APP = Path(__file__).resolve().parents[3] / "configs" / "flower_app"  # the Flower App in a checkout
 

@@ -24,34 +24,13 @@ from edgefm import EdgefmError
 from edgefm.edge.costs import update_cost
 from edgefm.fl import attacks, checkpoint, heap
 from edgefm.fl.aggregate import nbytes
+from edgefm.fl.events import Callbacks, sample_clients, seed_for
 from edgefm.fl.ledger import Ledger
 from edgefm.fl.private import PrivateStore
 from edgefm.fl.scenario import Scenario
-from edgefm.fl.strategy import ClientEval, ClientTask, ClientUpdate, Tensors, combine_metrics, seed_for
+from edgefm.fl.strategy import ClientEval, ClientTask, ClientUpdate, Tensors, combine_metrics
 
 log = logging.getLogger("edgefm.fl")
-
-
-class Callbacks:
-    """Progress events; every method is a no-op here."""
-
-    def on_run_start(self, rounds: int, start_round: int) -> None: ...
-    def on_round_start(self, rnd: int, clients: list[int]) -> None: ...
-    def on_client_end(self, rnd: int, client_id: int, row: dict[str, Any]) -> None: ...
-    def on_round_end(self, summary: dict[str, Any]) -> None: ...
-
-    def should_stop(self, summary: dict[str, Any]) -> bool:
-        """The caller's stop rule, asked after every round (e.g. a tenant's target or deadline)."""
-        return False
-
-
-def sample_clients(seed: int, rnd: int, n: int, fraction: float) -> list[int]:
-    """``max(1, round(fraction * n))`` clients, without replacement, seeded by (seed, round)."""
-    k = max(1, int(round(fraction * n)))
-    if k >= n:
-        return list(range(n))
-    rng = np.random.default_rng(seed_for(seed, 2000 + rnd))
-    return sorted(rng.choice(n, size=k, replace=False).tolist())
 
 
 @dataclass
@@ -142,7 +121,7 @@ class Engine:
             saved = checkpoint.load(run_dir)
             self.transport.restore(saved)
             state, ledger, start = saved.state, Ledger.from_state(saved.ledger), saved.round + 1
-            rewrite_files(run_dir, ledger)
+            checkpoint.rewrite_files(run_dir, saved.ledger)
         self.cb.on_run_start(cfg.rounds, start)
         for rnd in range(start, cfg.rounds + 1):
             state = self._round(rnd, state, ledger, run_dir)
@@ -282,19 +261,3 @@ class Engine:
                 replies[cid] = Reply(cid, None, why, reply.wire_bytes_up, reply.wire_bytes_down)
                 late.add(cid)
         return late
-
-
-def rewrite_files(run_dir: Path, ledger: Ledger) -> None:
-    """A resumed run's ``metrics.jsonl``, ``clients.jsonl`` and ``evals.jsonl`` as the checkpoint's
-    ledger has them: rounds after the checkpoint (a crash mid-round) are dropped, then re-run."""
-    with open(Path(run_dir) / "metrics.jsonl", "w") as fh:
-        for summary in ledger.rounds:
-            fh.write(json.dumps(checkpoint.jsonable(summary)) + "\n")
-    with open(Path(run_dir) / "clients.jsonl", "w") as fh:
-        for row in ledger.clients:
-            fh.write(json.dumps(checkpoint.jsonable(row)) + "\n")
-    evals = Path(run_dir) / "evals.jsonl"
-    if evals.is_file():  # evaluations of rounds the checkpoint does not hold are redone
-        last = ledger.rounds[-1]["round"] if ledger.rounds else 0
-        kept = [line for line in evals.read_text().splitlines() if line and json.loads(line)["round"] <= last]
-        evals.write_text("".join(line + "\n" for line in kept))

@@ -39,6 +39,7 @@ from edgefm.data.encode import Encoded
 from edgefm.edge.devices import DeviceProfile
 from edgefm.fl import privacy, robust
 from edgefm.fl.aggregate import validate_count, validate_update
+from edgefm.fl.events import seed_for as seed_for  # defined light, for launchers; imported from here too
 
 Tensors = dict[str, torch.Tensor]
 log = logging.getLogger("edgefm.fl")
@@ -129,11 +130,6 @@ def combine_metrics(server: dict[str, float], clients: list[ClientEval]) -> dict
             elif key not in out:
                 out[key] = float(np.mean(values))
     return out
-
-
-def seed_for(*parts: int) -> int:
-    """A 63-bit seed derived from integers (run seed, round, client): no global RNG state."""
-    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class Strategy(ABC):

@@ -40,7 +40,7 @@ import yaml
 from edgefm import EdgefmError, config
 from edgefm.config import ConfigError, RunConfig
 from edgefm.edge.devices import DeviceProfile, sample_population
-from edgefm.fl.strategy import seed_for
+from edgefm.fl.events import seed_for
 
 TENANT_KEYS = ("name", "config", "clients", "devices", "target", "deadline", "set")
 

@@ -1,7 +1,7 @@
 """Experiment tracking on the engine's callbacks: MLflow, TensorBoard and Weights & Biases.
 
 ``tracking=mlflow`` (or ``tensorboard``, ``wandb``, several comma-separated) sends a run to the
-trackers researchers already use, from the same :class:`~edgefm.fl.simulation.Callbacks` the
+trackers researchers already use, from the same :class:`~edgefm.fl.events.Callbacks` the
 progress bars use, so it works for every method and both engines:
 
 - the resolved config as parameters (dotted keys, ``model.lora.r``);
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefm import EdgefmError, config
-from edgefm.fl.simulation import Callbacks
+from edgefm.fl.events import Callbacks
 
 ARTIFACTS = ("config.yaml", "metrics.jsonl", "clients.jsonl", "evals.jsonl", "summary.json", "report.html")
 

@@ -69,32 +69,22 @@ def headline(run: dict[str, Any]) -> tuple[str, str]:
     return ("log_ppl", "client_log_ppl_mean") if task_of(run) == "lm" else ("accuracy", "client_acc_mean")
 
 
-def finish_run(run_dir: Path, scenario) -> None:
+def finish_run(run_dir: Path, outline) -> None:
     """Write what a finished run folder holds beside the round loop's files, ``summary.json``
-    and ``report.html``: for every engine, a Flower deployment's server included."""
+    and ``report.html``: for every engine, a Flower deployment's server included. ``outline``:
+    the run's ``fl.outline.Outline`` (the launcher of a Flower run holds no scenario)."""
     run = read_run(run_dir)
-    counts = scenario.parameter_counts()
+    counts = outline.parameters
     extra = {
         "parameters_total": counts["total"],
         "parameters_trainable": counts["trainable"],
         "trainable_percent": 100.0 * counts["trainable"] / counts["total"],
-        "devices": [d.to_dict() for d in scenario.devices],
+        "devices": outline.devices,
     }
-    if scenario.cfg.task == "classify":  # each client's training examples per label
-        k = len(scenario.bundle.label_names)
-        extra["label_mix"] = {
-            "labels": list(scenario.bundle.label_names),
-            "clients": [[int(n) for n in _counts(c.train.labels, k)] for c in scenario.clients],
-        }
+    if outline.label_mix is not None:  # each client's training examples per label
+        extra["label_mix"] = outline.label_mix
     (run_dir / "summary.json").write_text(json.dumps(build_summary(run, extra), indent=2))
     write_report([run_dir], run_dir / "report.html")
-
-
-def _counts(labels, k: int) -> list[int]:
-    out = [0] * k
-    for y in labels:
-        out[int(y)] += 1
-    return out
 
 
 def build_summary(run: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
