@@ -24,6 +24,7 @@ import psutil
 from benchmarks._common import RESULTS, machine, table
 
 ROOT = Path(__file__).resolve().parents[1]
+ONE_ACTOR = "flower.parallel=1,flower.client_cpus=2"  # one client actor, both cores' threads
 
 
 def role(proc: psutil.Process) -> str:
@@ -190,10 +191,11 @@ def main() -> None:
         help="overrides (comma-separated) part 2 also runs both engines with, side by side ('' for none)",
     )
     ap.add_argument(
-        "--layout",
-        default="flower.parallel=1,flower.client_cpus=2",
-        help="overrides (comma-separated) part 2 also runs Flower alone with, against the in-process defaults "
-        "(default: one client actor with both cores' threads, as the in-process engine trains; '' for none)",
+        "--layouts",
+        default=f"{ONE_ACTOR};{ONE_ACTOR},mmap_threshold_kb=128",
+        help="Flower-only settings part 2 also runs, against the in-process defaults: layouts separated by ';', "
+        "each comma-separated overrides (default: one client actor with both cores' threads, as the in-process "
+        "engine trains, then the same with mmap_threshold_kb=128; '' for none)",
     )
     args = ap.parse_args()
     out = ROOT / "runs" / "bench-flower"
@@ -243,18 +245,18 @@ def main() -> None:
                     "bytes_up": s["bytes_up"],
                 }
             )
-    layout = [x for x in args.layout.split(",") if x]
-    if layout:  # Flower only: a layout the in-process engine has no counterpart of
-        d = out / "small-flower-layout"
-        sets = [a for x in layout for a in ("--set", x)]
+    layouts = [x for x in args.layouts.split(";") if x]
+    for layout in layouts:  # Flower only: layouts the in-process engine has no counterpart of
+        d = out / f"small-flower-layout{layouts.index(layout)}"
+        sets = [a for x in layout.split(",") for a in ("--set", x)]
         secs, peak, pss, parts, kinds = run_cli([*common, *sets, "--out", str(d), "--set", "engine=flower"])
-        breakdown[f"flower, {args.layout}"] = parts
-        memory_kinds[f"flower, {args.layout}"] = kinds
+        breakdown[f"flower, {layout}"] = parts
+        memory_kinds[f"flower, {layout}"] = kinds
         s = summary(d)
         rows.append(
             {
                 "engine": "flower",
-                "settings": args.layout,
+                "settings": layout,
                 "clients": 8,
                 "rounds": 3,
                 "wall_s": secs,
@@ -272,16 +274,41 @@ def main() -> None:
     floor_ratio = floor_mb / rows[0]["peak_pss_mb"]
     ratio = rows[1]["wall_s"] / rows[0]["wall_s"]
     pss_ratio = rows[1]["peak_pss_mb"] / rows[0]["peak_pss_mb"]
-    also_text = layout_text = ""
-    if layout:
-        lay = rows[-1]
-        layout_text = (
-            f"With {args.layout} (Flower only: one client actor training with both cores' threads, as the "
-            f"in-process engine does): peak PSS {lay['peak_pss_mb']:.0f} MB, "
-            f"{lay['peak_pss_mb'] / rows[0]['peak_pss_mb']:.2f}x the in-process engine's, wall time "
-            f"{lay['wall_s'] / rows[0]['wall_s']:.2f}x; accuracy {lay['final_accuracy']:.4f} against "
+    # what the run holds besides its client actors, at its peak, against the in-process engine's whole peak
+    others = sum(v for k, v in breakdown["flower"].items() if k != "client actors")
+    room = 1.5 * rows[0]["peak_pss_mb"] - others
+    one = breakdown.get(f"flower, {ONE_ACTOR}", {}).get("client actors")
+    room_text = (
+        f", {room / one:.2f}x what one actor training with both cores' threads took ({one:.0f} MB)" if one else ""
+    )
+    bound_text = (
+        f"At the defaults' peak the processes other than the client actors (ServerApp, Ray's, Flower's, the "
+        f"launcher) held {others:.0f} MB, {others / rows[0]['peak_pss_mb']:.2f}x the in-process engine's whole "
+        f"peak, so a peak PSS within 1.5x would leave the client actors {room:.0f} MB{room_text}. The ServerApp alone imports and builds what the in-process engine "
+        "does (it aggregates and evaluates the global model), and Ray's and Flower's own processes come with "
+        "Flower's simulation runtime; fewer Python processes (the ServerApp inside the launcher, as the "
+        "deprecated run_simulation had it: 2.37x measured 2026-12-03) would be another runtime."
+    )
+    also_text, layout_lines = "", []
+    inp_also = next((r for r in rows if r["engine"] == "inprocess" and r["settings"] != "defaults"), None)
+    for lay in rows[len(rows) - len(layouts) :]:
+        mine = (
+            f" and {lay['peak_pss_mb'] / inp_also['peak_pss_mb']:.2f}x the in-process engine's with {args.also}"
+            if inp_also is not None and args.also and args.also in lay["settings"]
+            else ""
+        )
+        layout_lines.append(
+            f"- {lay['settings']}: peak PSS {lay['peak_pss_mb']:.0f} MB, "
+            f"{lay['peak_pss_mb'] / rows[0]['peak_pss_mb']:.2f}x the in-process engine's with the defaults{mine}; "
+            f"wall time {lay['wall_s'] / rows[0]['wall_s']:.2f}x; accuracy {lay['final_accuracy']:.4f} against "
             f"{rows[0]['final_accuracy']:.4f}, bytes {'identical' if lay['bytes_up'] == rows[0]['bytes_up'] else 'DIFFER'}."
         )
+    layout_text = (
+        "Other Flower layouts, same run (one client actor training with both cores' threads is what the "
+        "in-process engine does; the defaults run one actor per core, one thread each):\n\n" + "\n".join(layout_lines)
+        if layout_lines
+        else ""
+    )
     if also:  # the same two runs with --also: against the in-process engine with and without it
         base, inp, flo = rows[0], rows[2], rows[3]
         also_text = (
@@ -376,9 +403,7 @@ def main() -> None:
         f"processes (the ServerApp and one client actor per core); with the launcher, Ray's and Flower's own "
         f"processes ({fixed:.0f} MB above) that is {floor_mb:.0f} MB, {floor_ratio:.2f}x the in-process peak, "
         "before any client trains; each training actor then adds its activations and optimizer state, as the one "
-        "in-process engine does once. A peak PSS within 1.5x would need fewer Python processes (the ServerApp "
-        "inside the launcher, as the deprecated run_simulation had it: 2.37x measured 2026-12-03) or much lighter "
-        "ones (actors that import neither datasets nor the tokenizer stack), not only actors that share weights.",
+        f"in-process engine does once. {bound_text}",
         "",
         also_text,
         "",

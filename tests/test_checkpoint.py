@@ -28,6 +28,11 @@ def test_round_trip_keeps_every_tensor_and_the_ledger(tmp_path):
     assert set(got.private) == {2, 7} and torch.equal(got.private[2]["local.x"], torch.ones(2)) and got.private[7] == {}
     assert got.ledger["clients"][0]["loss"] is None  # NaN is not JSON: stored as null
     assert not (tmp_path / "checkpoint.tmp").exists()
+    meta = checkpoint.meta(tmp_path)  # a launcher's view: the same round, ledger and owners, no tensors
+    assert (meta.round, meta.ledger, meta.private_on_nodes) == (3, got.ledger, [4])
+    assert meta.state == {} and meta.private == {2: {}, 7: {}}
+    with pytest.raises(EdgefmError, match="clients keep private state"):
+        checkpoint.check_resumable(meta)  # Flower cannot resume state it does not hold
 
 
 class Evil:
@@ -60,8 +65,9 @@ def test_a_crafted_pickle_is_refused_with_one_line_and_runs_nothing(tmp_path, co
 def test_a_corrupt_checkpoint_is_a_one_line_error(tmp_path, content):
     run = _run_folder(tmp_path)
     (run / "checkpoint.safetensors").write_bytes(content)
-    with pytest.raises(EdgefmError, match="not a valid edgefm checkpoint"):
-        checkpoint.load(run)
+    for read in (checkpoint.load, checkpoint.meta):
+        with pytest.raises(EdgefmError, match="not a valid edgefm checkpoint"):
+            read(run)
     result = CliRunner().invoke(app, ["export", str(run)])
     assert result.exit_code == 2 and "not a valid edgefm checkpoint" in result.output
     assert "Traceback" not in result.output
@@ -75,6 +81,8 @@ def test_a_safetensors_file_without_edgefm_metadata_is_refused(tmp_path):
     )
     with pytest.raises(EdgefmError, match="format 99"):
         checkpoint.load(tmp_path)
+    with pytest.raises(EdgefmError, match="format 99"):
+        checkpoint.meta(tmp_path)
     save_file({"x": torch.zeros(1)}, str(tmp_path / "checkpoint.safetensors"))
     with pytest.raises(EdgefmError, match="not a valid edgefm checkpoint"):
         checkpoint.load(tmp_path)

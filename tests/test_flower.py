@@ -423,7 +423,9 @@ def test_the_launcher_of_a_flower_run_holds_no_model_and_fails_bad_input_in_one_
     assert seen == {"prepared": False, "during": [False, False, False], "outline": 2}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["parameters_total"] > summary["parameters_trainable"] > 0 and len(summary["devices"]) == 2
-    assert sum(map(sum, summary["label_mix"]["clients"])) > 0 and (run / "tokenizer" / "tokenizer_config.json").is_file()
+    assert (
+        sum(map(sum, summary["label_mix"]["clients"])) > 0 and (run / "tokenizer" / "tokenizer_config.json").is_file()
+    )
     from edgefm import api
 
     bad = tmp_path / "bad.csv"

@@ -195,7 +195,9 @@ class FlowerConfig:
 
     round_timeout: float = 600.0  # seconds a round waits for replies; late clients count as dropped
     client_cpus: int = 1  # CPUs (and torch threads) per simulated client
-    parallel: int | None = None  # simulated clients at once (default: the machine's cores / client_cpus)
+    # simulated clients at once (default: the machine's cores / client_cpus); each holds its own training
+    # memory: parallel=1 with client_cpus=<cores> trains as in-process (benchmarks/results/flower_engine.md)
+    parallel: int | None = None
 
     def __post_init__(self) -> None:
         check_range("flower.round_timeout", self.round_timeout, lo=0.0, open_lo=True)
