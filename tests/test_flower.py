@@ -384,6 +384,20 @@ def test_train_engine_flower_from_the_cli_writes_the_run_folder_like_inprocess(t
     )
 
 
+def test_federation_config_shares_the_gpus_among_the_actors_that_run_at_once():
+    """Goal 6's plumbing, testable without a GPU: each simulated node asks Ray for an equal share
+    of the GPUs the outline found (none with device=cpu), and Ray is started with all of them."""
+    from edgefm.fl.flower_sim import federation_config
+
+    cfg = config.load(None, [*TINY, "flower.parallel=2", "flower.client_cpus=1"])
+    assert federation_config(cfg, 8, 1) == (
+        "num-supernodes=8 client-resources-num-cpus=1 client-resources-num-gpus=0.5 "
+        "init-args-num-cpus=2 init-args-num-gpus=1"
+    )
+    assert "client-resources-num-gpus=1.0 " in federation_config(cfg, 8, 4)  # a node never asks for more than one
+    assert "client-resources-num-gpus=0.0 " in federation_config(cfg, 3, 0)
+
+
 LIGHT_LAUNCHER = """
 import json, sys
 from edgefm import api
