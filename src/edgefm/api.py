@@ -22,6 +22,7 @@ from typing import Any
 
 from edgefm import EdgefmError, config
 from edgefm.config import RunConfig
+from edgefm.fl.outline import Outline
 
 __all__ = ["Run", "Prepared", "Robustness", "prepare", "execute", "train", "open_run", "robust"]
 
@@ -83,8 +84,8 @@ class Prepared:
 
     cfg: RunConfig
     dir: Path
-    outline: Any
-    scenario: Any = None
+    outline: Outline
+    scenario: Any = None  # fl.scenario.Scenario
     resume: bool = False
     extended: bool = False
 
@@ -163,7 +164,7 @@ def _extended(run_dir: Path, cfg: RunConfig, overrides: list[str]) -> RunConfig:
 
 def execute(prepared: Prepared, callbacks=None) -> Run:
     """Train a prepared run into its folder and write its summary and report. ``callbacks``
-    (``fl.simulation.Callbacks``) see every round, and their ``should_stop`` may end it early."""
+    (``fl.events.Callbacks``) see every round, and their ``should_stop`` may end it early."""
     from edgefm.fl import tracking
 
     p, cfg, run_dir = prepared, prepared.cfg, prepared.dir

@@ -433,9 +433,10 @@ server_app = ServerApp()
 def _deployed_main(grid: Grid, context: Context) -> None:
     """``flwr run``: the config comes as a YAML file path (or YAML text) in the run config, with
     optional ``edgefm-set`` overrides. Launched by edgefm (``engine=flower``, ``edgefm-launched``)
-    the run folder already holds its config and tokenizer, the launcher's callbacks decide
-    whether to go on after each round, ``edgefm-resume`` resumes it, the server saves the
-    tokenizer (the launcher built no scenario) and the launcher writes the summary and report; a failure leaves its one-line reason in ``run_dir/ERROR``."""
+    the run folder already holds its config, the server saves the tokenizer (the launcher
+    built no scenario), the launcher's callbacks decide whether to go on after each round,
+    ``edgefm-resume`` resumes it, and the launcher writes the summary and report; a failure
+    leaves its one-line reason in ``run_dir/ERROR``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     rc = context.run_config

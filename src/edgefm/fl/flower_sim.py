@@ -142,8 +142,9 @@ def run_simulation(
 ) -> dict[str, Any]:
     """Run ``cfg`` on Flower's simulation runtime into ``run_dir`` (see the module docstring).
     ``outline``: the scenario's (``fl/outline.py``: how many clients take part, GPUs); when not
-    given the scenario is built here to find it; ``transport``: a ``FlowerTransport`` subclass as ``module:attribute`` (a test seam; the
-    module must be importable by the server, e.g. on ``PYTHONPATH``)."""
+    given the scenario is built here to find it; ``transport``: a ``FlowerTransport`` subclass
+    as ``module:attribute`` (a test seam; the module must be importable by the server, e.g. on
+    ``PYTHONPATH``)."""
     os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
