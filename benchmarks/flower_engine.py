@@ -223,40 +223,18 @@ def main() -> None:
     # 2. overhead: 8 clients x 3 rounds
     common = ["configs/demo.yaml", "--set", "clients=8", "--set", "rounds=3", "--set", "data.max_train=1600"]
     breakdown, memory_kinds = {}, {}
-    also = [x for x in args.also.split(",") if x]
-    for extra in ([], also) if also else ([],):
-        for engine in ("inprocess", "flower"):
-            d = out / f"small-{engine}{'-also' if extra else ''}"
-            sets = [a for x in extra for a in ("--set", x)]
-            secs, peak, pss, parts, kinds = run_cli([*common, *sets, "--out", str(d), "--set", f"engine={engine}"])
-            breakdown[f"{engine}, {args.also}" if extra else engine] = parts
-            memory_kinds[f"{engine}, {args.also}" if extra else engine] = kinds
-            s = summary(d)
-            rows.append(
-                {
-                    "engine": engine,
-                    "settings": args.also if extra else "defaults",
-                    "clients": 8,
-                    "rounds": 3,
-                    "wall_s": secs,
-                    "peak_rss_mb": peak,
-                    "peak_pss_mb": pss,
-                    "final_accuracy": s["final_accuracy"],
-                    "bytes_up": s["bytes_up"],
-                }
-            )
-    layouts = [x for x in args.layouts.split(";") if x]
-    for layout in layouts:  # Flower only: layouts the in-process engine has no counterpart of
-        d = out / f"small-flower-layout{layouts.index(layout)}"
-        sets = [a for x in layout.split(",") for a in ("--set", x)]
-        secs, peak, pss, parts, kinds = run_cli([*common, *sets, "--out", str(d), "--set", "engine=flower"])
-        breakdown[f"flower, {layout}"] = parts
-        memory_kinds[f"flower, {layout}"] = kinds
+
+    def small(engine: str, settings: list[str], label: str, folder: str) -> None:
+        """One run of part 2 into ``folder``: its row, and its peak PSS by role and kind under ``label``."""
+        d = out / folder
+        sets = [a for x in settings for a in ("--set", x)]
+        secs, peak, pss, parts, kinds = run_cli([*common, *sets, "--out", str(d), "--set", f"engine={engine}"])
+        breakdown[label], memory_kinds[label] = parts, kinds
         s = summary(d)
         rows.append(
             {
-                "engine": "flower",
-                "settings": layout,
+                "engine": engine,
+                "settings": ",".join(settings) or "defaults",
                 "clients": 8,
                 "rounds": 3,
                 "wall_s": secs,
@@ -266,6 +244,15 @@ def main() -> None:
                 "bytes_up": s["bytes_up"],
             }
         )
+
+    also = [x for x in args.also.split(",") if x]
+    for extra in ([], also) if also else ([],):
+        for engine in ("inprocess", "flower"):
+            label = f"{engine}, {args.also}" if extra else engine
+            small(engine, extra, label, f"small-{engine}{'-also' if extra else ''}")
+    layouts = [x for x in args.layouts.split(";") if x]
+    for i, layout in enumerate(layouts):  # Flower only: layouts the in-process engine has no counterpart of
+        small("flower", layout.split(","), f"flower, {layout}", f"small-flower-layout{i}")
     process_floor = floor(common)
     builders = ("ServerApp (flwr-simulation)", "client actors")  # the processes that build the scenario
     python_processes = 1 + (os.cpu_count() or 1)  # the ServerApp and one actor per core

@@ -51,19 +51,15 @@ class Outline:
 
 def outline(scenario) -> Outline:
     """The outline of a built scenario (``fl.scenario.Scenario``)."""
+    import numpy as np
     import torch
 
     sc = scenario
     mix = None
     if sc.cfg.task == "classify":
         k = len(sc.bundle.label_names)
-        counts = []
-        for c in sc.clients:
-            row = [0] * k
-            for y in c.train.labels:
-                row[int(y)] += 1
-            counts.append(row)
-        mix = {"labels": list(sc.bundle.label_names), "clients": counts}
+        per_client = [np.bincount(np.asarray(c.train.labels, dtype=int), minlength=k)[:k].tolist() for c in sc.clients]
+        mix = {"labels": list(sc.bundle.label_names), "clients": per_client}
     gpus = torch.cuda.device_count() if sc.cfg.device != "cpu" else 0
     counts = sc.parameter_counts()
     return Outline(
